@@ -1,0 +1,3 @@
+from wspace_core.cli import main
+
+main()

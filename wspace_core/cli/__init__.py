@@ -1,0 +1,82 @@
+"""The ``wspace`` command line: thin commands grouped by noun, each calling the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import click
+
+from wspace_core import __version__, plugins
+from wspace_core.registry import WspaceError
+
+
+class WspaceGroup(click.Group):
+    """Turns every ``WspaceError`` (a user mistake) into a one-paragraph message and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except WspaceError as err:
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=WspaceGroup)
+@click.version_option(__version__, prog_name="wspace")
+def cli():
+    """wspace: learn representations of recurrent-network weights.
+
+    Build a zoo of trained networks, pretrain an encoder by emulation, predict properties:
+    `wspace run --arch lstm --task formal_languages --encoder interactive_probing`.
+    """
+
+
+@cli.command(name="plugins")
+@click.option("--all", "show_all", is_flag=True, help="Include the plugins bundled with wspace.")
+def plugins_command(show_all):
+    """List installed plugins as JSON: name, version and the hooks each implements."""
+    click.echo(json.dumps(plugins.plugin_info(include_bundled=show_all), indent=2))
+
+
+LISTINGS = {
+    "architectures": plugins.architectures,
+    "tasks": plugins.task_families,
+    "encoders": plugins.encoders,
+    "probing-strategies": plugins.probing_strategies,
+    "objectives": plugins.objectives,
+    "heads": plugins.heads,
+}
+
+
+@cli.command(name="list")
+@click.argument("kind", type=click.Choice(list(LISTINGS)))
+def list_command(kind):
+    """List what plugins registered of KIND: each name and the first line of its docstring."""
+    registry = LISTINGS[kind]()
+    for name in registry.names():
+        doc = (registry.get(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:24s} {doc[0] if doc else ''}".rstrip())
+
+
+def _register_subcommands() -> None:
+    import importlib
+
+    for module in ("wspace_core.cli.zoo", "wspace_core.cli.run"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.attach(cli)
+
+
+_register_subcommands()
+
+
+def main():
+    cli(prog_name="wspace")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The plugin manager: bundled plugins from one tuple, installed ones from the ``wspace``
+entry-point group (lazily, once), all through the same hooks."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import partial
+
+import pluggy
+
+from wspace_core import hookspecs
+from wspace_core.registry import Registry
+
+#: Bundled plugins: ordinary modules that implement the public hooks, nothing private.
+BUNDLED_PLUGINS: tuple[str, ...] = (
+    "wspace_lstm",
+)
+
+#: Comma-separated names of installed (entry-point) plugins to load; empty string loads none.
+LOAD_PLUGINS_ENV = "WSPACE_LOAD_PLUGINS"
+
+#: hook name -> the kind of thing it registers (used in error messages and listings).
+HOOK_KINDS: dict[str, str] = {
+    "register_architectures": "architecture",
+    "register_task_families": "task family",
+    "register_encoders": "encoder",
+    "register_probing_strategies": "probing strategy",
+    "register_objectives": "objective",
+    "register_heads": "head",
+}
+
+pm = pluggy.PluginManager("wspace")
+pm.add_hookspecs(hookspecs)
+_loaded = False
+_registries: dict[str, Registry] | None = None
+
+
+def _load_installed() -> None:
+    wanted = os.environ.get(LOAD_PLUGINS_ENV)
+    if wanted is None:
+        pm.load_setuptools_entrypoints("wspace")
+        return
+    for name in filter(None, (n.strip() for n in wanted.split(","))):
+        pm.load_setuptools_entrypoints("wspace", name=name)
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Register bundled and installed plugins once; a misspelled hookimpl fails here."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module_name in BUNDLED_PLUGINS:
+            if pm.get_plugin(module_name) is None:
+                pm.register(importlib.import_module(module_name), name=module_name)
+        _load_installed()
+        pm.check_pending()
+    return pm
+
+
+def _collect() -> dict[str, Registry]:
+    load_plugins()
+    pm.check_pending()
+    registries = {hook: Registry(kind) for hook, kind in HOOK_KINDS.items()}
+    for hook_name, registry in registries.items():
+        caller = getattr(pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            impl.function(register=partial(registry.add, plugin=impl.plugin_name))
+    return registries
+
+
+def registries() -> dict[str, Registry]:
+    """All registries, collected once (call ``reset()`` after registering or removing a plugin)."""
+    global _registries
+    if _registries is None:
+        _registries = _collect()
+    return _registries
+
+
+def reset() -> None:
+    """Forget collected registries so the next look-up asks the plugins again."""
+    global _registries
+    _registries = None
+
+
+def architectures() -> Registry:
+    return registries()["register_architectures"]
+
+
+def task_families() -> Registry:
+    return registries()["register_task_families"]
+
+
+def encoders() -> Registry:
+    return registries()["register_encoders"]
+
+
+def probing_strategies() -> Registry:
+    return registries()["register_probing_strategies"]
+
+
+def objectives() -> Registry:
+    return registries()["register_objectives"]
+
+
+def heads() -> Registry:
+    return registries()["register_heads"]
+
+
+def plugin_info(include_bundled: bool = False) -> list[dict]:
+    """What ``wspace plugins`` prints: name, version and hooks of each plugin."""
+    load_plugins()
+    dist_of = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    out = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
+        bundled = name in BUNDLED_PLUGINS
+        if bundled and not include_bundled:
+            continue
+        dist = dist_of.get(id(plugin))
+        if dist is not None:
+            version = dist.version
+        else:
+            from wspace_core import __version__ as version
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        out.append({"name": name, "version": version, "bundled": bundled, "hooks": hooks})
+    return out

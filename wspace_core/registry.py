@@ -1,0 +1,76 @@
+"""Named registries of plugin-provided things, with errors that say what *is* registered."""
+
+from __future__ import annotations
+
+from typing import Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class WspaceError(Exception):
+    """Base of every error wspace raises for a user mistake; the CLI prints it without a traceback."""
+
+
+class UnknownNameError(WspaceError, KeyError):
+    """A name was looked up that no plugin registered."""
+
+    def __init__(self, kind: str, name: str, available: list[str]):
+        self.kind, self.name, self.available = kind, name, sorted(available)
+        listing = ", ".join(self.available) or "(none)"
+        super().__init__(
+            f"unknown {kind} {name!r}; registered {kind}s: {listing}. "
+            f"Install or enable the plugin that provides it (see `wspace plugins`)."
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class DuplicateNameError(WspaceError):
+    """Two plugins registered the same name for the same kind of thing."""
+
+    def __init__(self, kind: str, name: str, first: str, second: str):
+        self.kind, self.name, self.plugins = kind, name, (first, second)
+        super().__init__(
+            f"{kind} {name!r} is registered by both plugin {first!r} and plugin {second!r}; "
+            f"uninstall one, or limit installed plugins with WSPACE_LOAD_PLUGINS."
+        )
+
+
+class Registry(Generic[T]):
+    """name -> factory, remembering which plugin registered each name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._owners: dict[str, str] = {}
+
+    def add(self, name: str, item: T, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise WspaceError(f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}")
+        if name in self._items:
+            raise DuplicateNameError(self.kind, name, self._owners[name], plugin)
+        self._items[name] = item
+        self._owners[name] = plugin
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, list(self._items)) from None
+
+    def owner(self, name: str) -> str:
+        self.get(name)
+        return self._owners[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,125 @@
+"""The task-family contract: a set of related tasks, how K networks train on them at once,
+how they are scored, the rollouts an emulator learns from, and what can be predicted about them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import attrs
+import torch
+
+from wspace_core.architecture import Architecture, Params
+
+SPLITS = ("train", "validation", "ood")
+
+
+@attrs.frozen
+class PropertySpec:
+    """A property of a network snapshot that a downstream head can predict.
+
+    kind: "multihot" (``groups`` one-hot blocks, e.g. three one-hots of 6), "categorical"
+    (``num_classes`` classes), "scalar", or "angle" (degrees, wraps at 360).
+    ``column`` names the metadata column(s) it is read from.
+    """
+
+    name: str
+    kind: Literal["multihot", "categorical", "scalar", "angle"]
+    columns: tuple[str, ...] = attrs.field(converter=tuple)
+    num_classes: int = 1
+    groups: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
+class TrainingSchedule:
+    """How the networks of a zoo are trained (AdamW, piecewise-linear learning rate)."""
+
+    steps: int
+    snapshot_steps: tuple[int, ...] = attrs.field(converter=tuple)
+    batch_size: int = 32
+    lr_points: tuple[tuple[int, float], ...] = attrs.field(
+        default=((0, 0.01), (10_000, 0.003), (20_000, 0.0003)), converter=lambda v: tuple(map(tuple, v))
+    )
+    weight_decay: float = 1e-4
+
+    def lr_at(self, step: int) -> float:
+        pts = self.lr_points
+        if step <= pts[0][0]:
+            return pts[0][1]
+        for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
+            if step <= s1:
+                return v0 + (v1 - v0) * (step - s0) / (s1 - s0)
+        return pts[-1][1]
+
+
+class TaskFamily(ABC):
+    """A family of related tasks. Subclasses are registered as factories: ``cls(**settings)``.
+
+    Shapes: M models, B sequences per model, T time steps, I inputs, O outputs, N rollouts.
+    """
+
+    name: ClassVar[str] = ""
+    input_kind: ClassVar[Literal["onehot", "continuous"]] = "onehot"
+    output_kind: ClassVar[Literal["categorical", "continuous"]] = "categorical"
+    #: column names of the per-model task parameters (``sample_tasks`` columns, in order)
+    task_columns: ClassVar[tuple[str, ...]] = ()
+    #: names of the per-snapshot metrics ``evaluate`` returns (the first one is "performance")
+    metric_columns: ClassVar[tuple[str, ...]] = ("performance",)
+
+    input_size: int
+    output_size: int
+    sequence_length: int  # T, including the BOS step
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """The family's settings as plain data (stored in zoo manifests, part of the fingerprint)."""
+
+    @abstractmethod
+    def sample_tasks(self, num_models: int, generator: torch.Generator) -> torch.Tensor:
+        """(M, len(task_columns)) float64 task parameters, one row per model."""
+
+    @abstractmethod
+    def split_of(self, tasks: torch.Tensor) -> list[str]:
+        """The split ("train", "validation" or "ood") of each task row; tasks never cross splits."""
+
+    def weight_decay(self, tasks: torch.Tensor, schedule: TrainingSchedule) -> torch.Tensor:
+        """(M,) AdamW weight decay of each model; default: the schedule's, for all."""
+        return torch.full((tasks.shape[0],), schedule.weight_decay, dtype=torch.float32)
+
+    @abstractmethod
+    def training_batch(self, tasks: torch.Tensor, batch_size: int, generator: torch.Generator,
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch for every model, each from its own task:
+        inputs (M, B, T, I) float, targets (M, B, T) long (categorical) or (M, B, T, O) float."""
+
+    @abstractmethod
+    def training_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """outputs (M, B, T, O) -> (M,) mean loss of each model (sum it to train all at once)."""
+
+    @abstractmethod
+    def evaluate(self, arch: Architecture, params: Params, tasks: torch.Tensor,
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """{metric: (M,)} for every name in ``metric_columns``."""
+
+    @abstractmethod
+    def rollouts(self, arch: Architecture, params: Params, tasks: torch.Tensor, num_rollouts: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stored behaviour of each network: (inputs, outputs).
+        inputs: (M, N, T) int tokens (one-hot families) or (M, N, T, I) float;
+        outputs: (M, N, T, O) log-probabilities (categorical) or values (continuous)."""
+
+    def network_inputs(self, rollout_inputs: torch.Tensor) -> torch.Tensor:
+        """Stored rollout inputs -> (..., T, I) float network inputs (one-hot tokens by default)."""
+        if self.input_kind == "onehot":
+            return torch.nn.functional.one_hot(rollout_inputs.long(), self.input_size).float()
+        return rollout_inputs.float()
+
+    @abstractmethod
+    def properties(self) -> tuple[PropertySpec, ...]:
+        """What a downstream head can predict about a snapshot, read from zoo metadata columns."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "settings": self.settings(), "input_size": self.input_size,
+                "output_size": self.output_size, "sequence_length": self.sequence_length,
+                "input_kind": self.input_kind, "output_kind": self.output_kind,
+                "task_columns": list(self.task_columns), "metric_columns": list(self.metric_columns)}

@@ -4,7 +4,7 @@ how they are scored, the rollouts an emulator learns from, and what can be predi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Sequence
 
 import attrs
 import torch
@@ -56,6 +56,10 @@ class TaskFamily(ABC):
     """A family of related tasks. Subclasses are registered as factories: ``cls(**settings)``.
 
     Shapes: M models, B sequences per model, T time steps, I inputs, O outputs, N rollouts.
+
+    Randomness: every per-model method takes ``generators``, one ``torch.Generator`` per model,
+    and draws model m's randomness from ``generators[m]`` alone, so that M models computed in one
+    batch give exactly what M single-model calls with the same generators give.
     """
 
     name: ClassVar[str] = ""
@@ -75,8 +79,10 @@ class TaskFamily(ABC):
         """The family's settings as plain data (stored in zoo manifests, part of the fingerprint)."""
 
     @abstractmethod
-    def sample_tasks(self, num_models: int, generator: torch.Generator) -> torch.Tensor:
-        """(M, len(task_columns)) float64 task parameters, one row per model."""
+    def sample_tasks(self, num_models: int, generator: torch.Generator,
+                     split: str | None = None) -> torch.Tensor:
+        """(M, len(task_columns)) float64 task parameters, one row per model, drawn uniformly from
+        the tasks of ``split`` (None: from all tasks)."""
 
     @abstractmethod
     def split_of(self, tasks: torch.Tensor) -> list[str]:
@@ -87,7 +93,8 @@ class TaskFamily(ABC):
         return torch.full((tasks.shape[0],), schedule.weight_decay, dtype=torch.float32)
 
     @abstractmethod
-    def training_batch(self, tasks: torch.Tensor, batch_size: int, generator: torch.Generator,
+    def training_batch(self, tasks: torch.Tensor, batch_size: int,
+                       generators: Sequence[torch.Generator],
                        device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """A batch for every model, each from its own task:
         inputs (M, B, T, I) float, targets (M, B, T) long (categorical) or (M, B, T, O) float."""
@@ -96,14 +103,19 @@ class TaskFamily(ABC):
     def training_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """outputs (M, B, T, O) -> (M,) mean loss of each model (sum it to train all at once)."""
 
+    def rollout_mask(self, rollout_inputs: torch.Tensor) -> torch.Tensor | None:
+        """(M, N, T) bool: the rollout steps an emulator is scored on (None: all). Formal languages
+        stop counting after the first EOS, for example."""
+        return None
+
     @abstractmethod
     def evaluate(self, arch: Architecture, params: Params, tasks: torch.Tensor,
-                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+                 generators: Sequence[torch.Generator]) -> dict[str, torch.Tensor]:
         """{metric: (M,)} for every name in ``metric_columns``."""
 
     @abstractmethod
     def rollouts(self, arch: Architecture, params: Params, tasks: torch.Tensor, num_rollouts: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                 generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stored behaviour of each network: (inputs, outputs).
         inputs: (M, N, T) int tokens (one-hot families) or (M, N, T, I) float;
         outputs: (M, N, T, O) log-probabilities (categorical) or values (continuous)."""

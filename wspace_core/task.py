@@ -21,6 +21,11 @@ class PropertySpec:
     kind: "multihot" (``groups`` one-hot blocks, e.g. three one-hots of 6), "categorical"
     (``num_classes`` classes), "scalar", or "angle" (degrees, wraps at 360).
     ``column`` names the metadata column(s) it is read from.
+    ``class_offset`` (multihot, categorical): a column value v is class ``v + class_offset``
+    (e.g. 3 for task offsets in {-3, ..., 2}).
+    ``values`` (multihot, categorical; more general, wins over ``class_offset`` when given): the
+    possible column values in class order, shared by every group, e.g. ``(-3, -2, -1, 0, 1, 2)``
+    makes value -3 class 0. Empty: classes come from ``class_offset``.
     """
 
     name: str
@@ -28,6 +33,8 @@ class PropertySpec:
     columns: tuple[str, ...] = attrs.field(converter=tuple)
     num_classes: int = 1
     groups: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    class_offset: int = 0
+    values: tuple[float, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen

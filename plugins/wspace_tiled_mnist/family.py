@@ -1,0 +1,251 @@
+"""The tiled-MNIST task family: each network reads rotated MNIST digits as a sequence of 4×4
+tiles and predicts the digit after every tile; its task is its rotation angle (plus its weight decay).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import attrs
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from wspace_core.architecture import Architecture, Params
+from wspace_core.registry import WspaceError
+from wspace_core.task import PropertySpec, TaskFamily, TrainingSchedule
+from wspace_tiled_mnist import images as im
+from wspace_tiled_mnist.data import MnistTrain, load_train
+from wspace_tiled_mnist.splits import sample_angles, split_of_angles
+
+NUM_CLASSES = 10
+MNIST_TRAIN_SIZE = 60_000
+#: attrs metadata marking settings that say where/how to compute, not what the tasks are
+_LOCAL = {"fingerprint": False}
+
+
+def _positive_int(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WspaceError(f"tiled_mnist setting {attribute.name} must be a positive integer, got {value!r}")
+
+
+def _fraction(instance, attribute, value):
+    if not 0.0 < value < 1.0:
+        raise WspaceError(f"tiled_mnist setting {attribute.name} must lie strictly between 0 and 1, got {value!r}")
+
+
+def _decays(instance, attribute, value):
+    if not value or any(v < 0 for v in value):
+        raise WspaceError(f"tiled_mnist setting {attribute.name} must be non-empty and non-negative, got {value!r}")
+
+
+@attrs.frozen
+class TiledMnistConfig:
+    """Settings of the family.
+
+    data_root: folder holding ``MNIST/raw/`` (None: $WSPACE_MNIST_ROOT, else ../shared/data/mnist
+    relative to the current directory, then to the repository). split_seed fixes which
+    ``train_fraction`` of the 60 000 training digits train the networks; the rest evaluate them.
+    num_eval_images: digits per model for each of the two losses in ``evaluate``.
+    eval_chunk_size: digits per model evaluated at once (bounds memory, not results).
+    weight_decays: the values a model's AdamW weight decay is drawn from, uniformly.
+    """
+
+    data_root: str | None = attrs.field(default=None, metadata=_LOCAL,
+                                        converter=attrs.converters.optional(str))
+    split_seed: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
+    train_fraction: float = attrs.field(default=0.8, converter=float, validator=_fraction)
+    num_eval_images: int = attrs.field(default=1000, validator=_positive_int)
+    eval_chunk_size: int = attrs.field(default=250, validator=_positive_int, metadata=_LOCAL)
+    weight_decays: tuple[float, ...] = attrs.field(
+        default=(0.0, 0.001, 0.01, 0.1), converter=lambda v: tuple(float(x) for x in v), validator=_decays)
+
+    @property
+    def num_train_images(self) -> int:
+        return round(MNIST_TRAIN_SIZE * self.train_fraction)
+
+    def __attrs_post_init__(self):
+        pools = (self.num_train_images, MNIST_TRAIN_SIZE - self.num_train_images)
+        if self.num_eval_images > min(pools):
+            raise WspaceError(f"tiled_mnist num_eval_images={self.num_eval_images} exceeds the "
+                              f"{min(pools)} digits of the smaller image pool; lower it or change train_fraction")
+
+
+@attrs.frozen(eq=False)
+class _Pools:
+    """The data, split into the digits that train networks and those that evaluate them."""
+
+    images: torch.Tensor  # (60000, 28, 28) uint8, on the working device
+    labels: torch.Tensor  # (60000,) int64
+    train: torch.Tensor  # (n_train,) indices into images
+    eval: torch.Tensor  # (n_eval,)
+
+
+class TiledMnist(TaskFamily):
+    """Rotated MNIST read as 49 tiles of 4×4 pixels after a zero BOS step; 10 logits at every step.
+
+    Task columns: angle (degrees, counter-clockwise; train/validation in [0, 312), OOD in
+    [312, 360)) and weight_decay. Training loss: cross-entropy at all 50 steps; performance:
+    final-step accuracy on held-out digits. Data is read lazily, on the first call that needs it.
+    """
+
+    name = "tiled_mnist"
+    input_kind = "continuous"
+    output_kind = "categorical"
+    task_columns = ("angle", "weight_decay")
+    metric_columns = ("performance", "train_loss", "eval_loss", "gap")
+
+    input_size = im.TILE_SIZE  # 16
+    output_size = NUM_CLASSES  # 10
+    sequence_length = 1 + im.NUM_TILES  # 50
+
+    def __init__(self, **settings: Any):
+        known = {f.name for f in attrs.fields(TiledMnistConfig)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise WspaceError(f"unknown tiled_mnist setting(s) {', '.join(unknown)}; "
+                              f"known settings: {', '.join(sorted(known))}")
+        self.config = TiledMnistConfig(**settings)
+        self._pools: dict[str, _Pools] = {}  # device -> pools
+
+    # ---- settings, tasks, splits -------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that defines the tasks; data_root and eval_chunk_size (where the data lives,
+        how much is evaluated at once) are left out so a zoo moves between machines."""
+        return attrs.asdict(self.config, filter=lambda a, v: a.metadata.get("fingerprint", True))
+
+    def sample_tasks(self, num_models: int, generator: torch.Generator,
+                     split: str | None = None) -> torch.Tensor:
+        angles = sample_angles(num_models, generator, split)
+        decays = torch.tensor(self.config.weight_decays, dtype=torch.float64)
+        which = torch.randint(len(decays), (num_models,), generator=generator)
+        return torch.stack([angles, decays[which]], dim=1)  # (M, 2)
+
+    def split_of(self, tasks: torch.Tensor) -> list[str]:
+        return split_of_angles(tasks[:, 0])
+
+    def weight_decay(self, tasks: torch.Tensor, schedule: TrainingSchedule) -> torch.Tensor:
+        """(M,) each model's own weight decay (task column), not the schedule's."""
+        return tasks[:, 1].to(torch.float32)
+
+    def properties(self) -> tuple[PropertySpec, ...]:
+        return (
+            PropertySpec("rotation", "angle", ("angle",)),
+            PropertySpec("accuracy", "scalar", ("performance",)),
+            PropertySpec("training_step", "categorical", ("snapshot",), num_classes=9),
+            PropertySpec("generalisation_gap", "scalar", ("gap",)),
+        )
+
+    # ---- data ----------------------------------------------------------------------------------
+
+    def data(self) -> MnistTrain:
+        """The MNIST training set (loaded once per process; WspaceError if it cannot be found)."""
+        return load_train(self.config.data_root)
+
+    def _pools_on(self, device: torch.device | str) -> _Pools:
+        key = str(torch.device(device))
+        pools = self._pools.get(key)
+        if pools is None:
+            data = self.data()
+            order = torch.randperm(MNIST_TRAIN_SIZE, generator=torch.Generator().manual_seed(self.config.split_seed))
+            n = self.config.num_train_images
+            pools = _Pools(data.images.to(device), data.labels.to(device), order[:n].to(device), order[n:].to(device))
+            self._pools[key] = pools
+        return pools
+
+    @staticmethod
+    def _draw(pool: torch.Tensor, count: int, generators: Sequence[torch.Generator],
+              replace: bool) -> torch.Tensor:
+        """(M, count) indices into the images, model m's drawn from ``generators[m]`` alone."""
+        rows = []
+        for g in generators:  # only the random draws are per model; everything after is batched
+            if replace or count > len(pool):
+                pick = torch.randint(len(pool), (count,), generator=g, device=g.device)
+            else:
+                pick = torch.randperm(len(pool), generator=g, device=g.device)[:count]
+            rows.append(pick)
+        return pool[torch.stack(rows).to(pool.device)]
+
+    def _check(self, tasks: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        if tasks.ndim != 2 or tasks.shape[1] != len(self.task_columns):
+            raise WspaceError(f"tiled_mnist tasks must have shape (models, 2) [angle, weight_decay], "
+                              f"got {tuple(tasks.shape)}")
+        if len(generators) != tasks.shape[0]:
+            raise WspaceError(f"one generator per model is needed: {tasks.shape[0]} tasks, "
+                              f"{len(generators)} generators")
+        return tasks[:, 0]
+
+    def sequences(self, indices: torch.Tensor, angles: torch.Tensor,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Digits ``indices`` (M, B) of the training set, model m's rotated by ``angles[m]`` ->
+        inputs (M, B, 50, 16) float, labels (M, B) long."""
+        pools = self._pools_on(device)
+        indices = indices.to(pools.images.device)
+        inputs = im.digit_sequences(pools.images[indices], angles.to(pools.images.device))
+        return inputs, pools.labels[indices]
+
+    # ---- training ------------------------------------------------------------------------------
+
+    def training_batch(self, tasks, batch_size, generators, device="cpu"):
+        angles = self._check(tasks, generators)
+        pools = self._pools_on(device)
+        indices = self._draw(pools.train, batch_size, generators, replace=True)  # (M, B)
+        inputs, labels = self.sequences(indices, angles, device)
+        targets = labels[:, :, None].expand(-1, -1, self.sequence_length).contiguous()  # (M, B, T)
+        return inputs, targets
+
+    def training_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over all sequences and steps of each model: (M, B, T, 10) -> (M,)."""
+        ce = F.cross_entropy(rearrange(outputs, "m b t o -> (m b t) o"), targets.reshape(-1), reduction="none")
+        return rearrange(ce, "(m r) -> m r", m=outputs.shape[0]).mean(1)
+
+    # ---- evaluation and rollouts ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def _score(self, arch: Architecture, params: Params, angles: torch.Tensor,
+               indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean CE over all steps and final-step accuracy of each model on digits (M, K): (M,), (M,)."""
+        ref = next(iter(params.values()))
+        loss_sum = torch.zeros(indices.shape[0], dtype=torch.float64, device=ref.device)
+        correct = torch.zeros_like(loss_sum)
+        for chunk in indices.split(self.config.eval_chunk_size, dim=1):  # (M, C)
+            inputs, labels = self.sequences(chunk, angles, ref.device)
+            logits, _ = arch.forward(params, inputs.to(ref.dtype))  # (M, C, T, 10)
+            targets = labels[:, :, None].expand(-1, -1, self.sequence_length)
+            ce = F.cross_entropy(rearrange(logits, "m c t o -> m o c t"), targets, reduction="none")
+            loss_sum += ce.sum(dim=(1, 2)).double()
+            correct += (logits[:, :, -1].argmax(-1) == labels).sum(1).double()
+        count = indices.shape[1]
+        return loss_sum / (count * self.sequence_length), correct / count
+
+    def evaluate(self, arch, params, tasks, generators):
+        """performance: final-step accuracy on num_eval_images held-out digits per model; eval_loss /
+        train_loss: mean CE over all steps on those / on as many training digits; gap = eval - train."""
+        angles = self._check(tasks, generators)
+        device = next(iter(params.values())).device
+        pools = self._pools_on(device)
+        k = self.config.num_eval_images
+        eval_idx = self._draw(pools.eval, k, generators, replace=False)  # (M, K)
+        train_idx = self._draw(pools.train, k, generators, replace=False)  # (M, K)
+        eval_loss, accuracy = self._score(arch, params, angles, eval_idx)
+        train_loss, _ = self._score(arch, params, angles, train_idx)
+        return {"performance": accuracy.float(), "train_loss": train_loss.float(),
+                "eval_loss": eval_loss.float(), "gap": (eval_loss - train_loss).float()}
+
+    @torch.no_grad()
+    def rollouts(self, arch, params, tasks, num_rollouts, generators):
+        """N held-out digits per model: inputs (M, N, 50, 16) exactly as the network read them,
+        outputs (M, N, 50, 10) its log-softmax."""
+        angles = self._check(tasks, generators)
+        ref = next(iter(params.values()))
+        pools = self._pools_on(ref.device)
+        indices = self._draw(pools.eval, num_rollouts, generators, replace=False)  # (M, N)
+        inputs, outputs = [], []
+        for chunk in indices.split(self.config.eval_chunk_size, dim=1):
+            x, _ = self.sequences(chunk, angles, ref.device)
+            x = x.to(ref.dtype)
+            logits, _ = arch.forward(params, x)
+            inputs.append(x)
+            outputs.append(torch.log_softmax(logits, dim=-1))
+        return torch.cat(inputs, dim=1), torch.cat(outputs, dim=1)

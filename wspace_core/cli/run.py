@@ -1,0 +1,153 @@
+"""`wspace run`: the whole line (zoo, pretraining, evaluation, tracking) from flags, a TOML file
+and a preset, flags winning."""
+
+from __future__ import annotations
+
+import click
+
+from wspace_core.cli.progress import ProgressLine
+from wspace_core.config import PRESETS, load_toml, resolve
+from wspace_core.registry import WspaceError
+
+
+def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
+    import tomllib
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise WspaceError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:  # numbers, booleans and quoted strings as in TOML; anything else is a string
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def run_options(func):
+    """Options shared by `wspace run` and `wspace compare`."""
+    options = [
+        click.option("--arch", default=None, help="Architecture plugin name (default: lstm)."),
+        click.option("--task", default=None, help="Task family plugin name (default: formal_languages)."),
+        click.option("--preset", type=click.Choice(PRESETS), default=None,
+                     help="Scale: smoke (seconds, for tests), quick (default; minutes on a laptop CPU), paper."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="TOML file with run settings; flags given here win over it."),
+        click.option("--seed", type=int, default=None, help="Seed of pretraining (default 0)."),
+        click.option("--z-dim", type=int, default=None, help="Size of the representation z (default 16)."),
+        click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)."),
+        click.option("--zoo-models", type=int, default=None, help="Networks in the zoo (overrides the preset)."),
+        click.option("--zoo-steps", type=int, default=None, help="Training steps of each zoo network."),
+        click.option("--zoo-seed", type=int, default=None, help="Seed of the zoo build (default 0)."),
+        click.option("--pretrain-steps", type=int, default=None, help="Pretraining steps at most."),
+        click.option("--batch-size", type=int, default=None, help="Networks per pretraining step (default 64)."),
+        click.option("--lr", type=float, default=None, help="Pretraining learning rate."),
+        click.option("--objective", default=None, help="Emulation objective (see `wspace list objectives`)."),
+        click.option("--probing-strategy", default=None,
+                     help="Probing strategy of a probing encoder (see `wspace list probing-strategies`)."),
+        click.option("--encoder-option", "encoder_option", multiple=True, metavar="KEY=VALUE",
+                     help="Encoder setting, repeatable (e.g. --encoder-option hidden=256)."),
+        click.option("--task-setting", "task_setting", multiple=True, metavar="KEY=VALUE",
+                     help="Task family setting, repeatable (e.g. --task-setting data_root=~/mnist)."),
+        click.option("--out-dir", default=None, help="Where zoos, runs and checkpoints go (default ./wspace_runs)."),
+        click.option("--tracking-uri", default=None,
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)."),
+        click.option("--no-tracking", is_flag=True, default=False, help="Do not log to MLflow."),
+        click.option("--experiment", default=None, help="MLflow experiment name (default wspace)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def config_from_options(encoder: str | None, opts: dict):
+    file_values = load_toml(opts["config_file"]) if opts.get("config_file") else {}
+    encoder_options = _key_values(opts.get("encoder_option", ()), "--encoder-option")
+    if opts.get("probing_strategy"):
+        encoder_options["probing_strategy"] = opts["probing_strategy"]
+    zoo = {k: v for k, v in (("num_models", opts.get("zoo_models")), ("steps", opts.get("zoo_steps")),
+                             ("seed", opts.get("zoo_seed"))) if v is not None}
+    flags = {
+        "arch": opts.get("arch"), "task": opts.get("task"), "encoder": encoder,
+        "preset": opts.get("preset"), "seed": opts.get("seed"), "z_dim": opts.get("z_dim"),
+        "device": opts.get("device"), "out_dir": opts.get("out_dir"),
+        "tracking_uri": opts.get("tracking_uri"), "experiment": opts.get("experiment"),
+        "tracking": False if opts.get("no_tracking") else None,
+        "zoo": zoo or None, "encoder_options": encoder_options or None,
+        "task_settings": _key_values(opts.get("task_setting", ()), "--task-setting") or None,
+        "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
+        "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
+    }
+    return resolve("quick", file_values, **flags)
+
+
+class Progress:
+    """Progress callbacks for the zoo build and pretraining."""
+
+    def __init__(self):
+        self.zoo_line = self.pre_line = None
+
+    def zoo(self, p):
+        if self.zoo_line is None:
+            self.zoo_line = ProgressLine("zoo build")
+        self.zoo_line.update(p.model_steps_done, p.model_steps_total, "model-steps",
+                             f" chunks {p.chunks_done}/{p.chunks_total}")
+        if p.model_steps_done >= p.model_steps_total:
+            self.zoo_line.close()
+            self.zoo_line = None
+
+    def pretrain(self, p):
+        if self.pre_line is None:
+            self.pre_line = ProgressLine("pretraining")
+        extra = f" loss {p.loss:.4f}"
+        if p.last_eval:
+            extra += f" val {next(iter(p.last_eval['validation'].values())):.4f}"
+        self.pre_line.update(p.step, p.total, "steps", extra)
+        if p.step >= p.total:
+            self.pre_line.close()
+            self.pre_line = None
+
+    def close(self):
+        for line in (self.zoo_line, self.pre_line):
+            if line is not None:
+                line.close()
+        self.zoo_line = self.pre_line = None
+
+
+@click.command(name="run")
+@click.option("--encoder", default=None,
+              help="Encoder plugin name (default interactive_probing; see `wspace list encoders`).")
+@run_options
+def run_command(encoder, **opts):
+    """Build (or reuse) a zoo, pretrain an encoder by emulation, evaluate it, log one MLflow run.
+
+    With no flags: the quick preset of formal languages with the interactive probing encoder,
+    a few minutes on a laptop CPU. Example:
+
+    \b
+        wspace run --arch lstm --task formal_languages --encoder interactive_probing
+    """
+    from wspace_core import plugins
+    from wspace_core.run import results_table, run
+
+    config = config_from_options(encoder, opts)
+    plugins.architectures().get(config.arch)  # unknown names fail before any work
+    plugins.task_families().get(config.task)
+    plugins.encoders().get(config.encoder)
+    plugins.objectives().get(config.pretrain.objective)
+    progress = Progress()
+    try:
+        results = run(config, echo=lambda m: click.echo(m, err=True), zoo_progress=progress.zoo,
+                      pretrain_progress=progress.pretrain)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo("interrupted: the zoo keeps every committed chunk and the run its last checkpoint; "
+                   "run the same command again to continue", err=True)
+        raise SystemExit(130)
+    progress.close()
+    click.echo(results_table(results))
+
+
+def attach(cli: click.Group) -> None:
+    cli.add_command(run_command)

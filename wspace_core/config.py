@@ -1,0 +1,155 @@
+"""Run configuration: attrs frozen classes, presets, an optional TOML file, and flags that win.
+
+Resolution order (later wins): preset -> TOML file -> command-line flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from wspace_core.registry import WspaceError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESETS = ("smoke", "quick", "paper")
+
+
+def _positive_int(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def _positive_float(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise WspaceError(f"{attribute.name} must be a positive number, got {value!r}")
+
+
+def _non_negative_float(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise WspaceError(f"{attribute.name} must be a non-negative number, got {value!r}")
+
+
+def _preset(instance, attribute, value):
+    if value not in PRESETS:
+        raise WspaceError(f"unknown preset {value!r}; presets: {', '.join(PRESETS)}")
+
+
+@attrs.frozen
+class PretrainConfig:
+    """Emulation pretraining: the emulator imitates each network on its stored rollouts."""
+
+    steps: int = attrs.field(default=1500, validator=_positive_int)
+    batch_size: int = attrs.field(default=64, validator=_positive_int)  # networks per step
+    rollouts_per_network: int = attrs.field(default=4, validator=_positive_int)
+    eval_rollouts: int = attrs.field(default=16, validator=_positive_int)
+    lr: float = attrs.field(default=1e-3, validator=_positive_float)
+    weight_decay: float = attrs.field(default=0.01, validator=_non_negative_float)
+    grad_clip: float = attrs.field(default=0.1, validator=_positive_float)
+    eval_every: int = attrs.field(default=100, validator=_positive_int)
+    patience: int = attrs.field(default=5, validator=_positive_int)  # evaluations without improvement
+    checkpoint_every: int = attrs.field(default=100, validator=_positive_int)
+    objective: str = "reverse_kl"
+    emulator_hidden: int = attrs.field(default=128, validator=_positive_int)
+    emulator_layers: int = attrs.field(default=2, validator=_positive_int)
+
+
+PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(steps=30, batch_size=16, rollouts_per_network=2, eval_rollouts=4, eval_every=15,
+                  checkpoint_every=15, emulator_hidden=32, emulator_layers=1),
+    "quick": dict(),
+    # the paper's settings (appendix): AdamW 1e-4, weight decay 0.01, clip 0.1, batch 64, emulator 256 x 2
+    "paper": dict(steps=50_000, lr=1e-4, rollouts_per_network=16, eval_rollouts=100, eval_every=1000,
+                  patience=10, checkpoint_every=1000, emulator_hidden=256, emulator_layers=2),
+}
+
+
+@attrs.frozen
+class RunConfig:
+    """Everything `wspace run` needs; ``attrs.asdict`` of it is logged as MLflow params."""
+
+    arch: str = "lstm"
+    task: str = "formal_languages"
+    encoder: str = "interactive_probing"
+    preset: str = attrs.field(default="quick", validator=_preset)
+    seed: int = 0
+    z_dim: int = attrs.field(default=16, validator=_positive_int)
+    device: str = "cpu"
+    zoo: dict[str, Any] = attrs.field(factory=dict)  # overrides of the zoo preset (num_models, steps, ...)
+    task_settings: dict[str, Any] = attrs.field(factory=dict)
+    encoder_options: dict[str, Any] = attrs.field(factory=dict)
+    pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
+    out_dir: str = "wspace_runs"
+    tracking_uri: str | None = None
+    tracking: bool = True
+    experiment: str = "wspace"
+
+
+_TOP_KEYS = {f.name for f in attrs.fields(RunConfig)}
+_PRETRAIN_KEYS = {f.name for f in attrs.fields(PretrainConfig)}
+
+
+def _check_keys(given: dict, allowed: set[str], where: str, source: str) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise WspaceError(
+            f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; "
+            f"valid keys: {', '.join(sorted(allowed))}"
+        )
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a run configuration file, refusing unknown keys and wrong types with the key named."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise WspaceError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
+    except tomllib.TOMLDecodeError as err:
+        raise WspaceError(f"config file {path} is not valid TOML: {err}") from None
+    _check_keys(data, _TOP_KEYS, "the top level", str(path))
+    if "pretrain" in data:
+        if not isinstance(data["pretrain"], dict):
+            raise WspaceError(f"{path}: 'pretrain' must be a table ([pretrain])")
+        _check_keys(data["pretrain"], _PRETRAIN_KEYS, "[pretrain]", str(path))
+    for table in ("zoo", "task_settings", "encoder_options"):
+        if table in data and not isinstance(data[table], dict):
+            raise WspaceError(f"{path}: {table!r} must be a table ([{table}])")
+    defaults = attrs.asdict(RunConfig(), recurse=False)
+    for key, value in data.items():
+        if key in ("pretrain", "zoo", "task_settings", "encoder_options", "tracking_uri"):
+            continue
+        expected = type(defaults[key])
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise WspaceError(f"{path}: {key!r} must be of type {expected.__name__}, got {value!r}")
+    return data
+
+
+def resolve(preset: str = "quick", file_values: dict | None = None, **flags: Any) -> RunConfig:
+    """preset < file < flags. ``flags`` uses RunConfig field names plus ``pretrain.<field>`` keys
+    (e.g. ``{"pretrain.steps": 100}``); None means "not given"."""
+    _preset(None, attrs.fields(RunConfig).preset, preset)
+    file_values = dict(file_values or {})
+    preset = flags.pop("preset", None) or file_values.get("preset") or preset
+    _preset(None, attrs.fields(RunConfig).preset, preset)
+    pretrain = dict(PRETRAIN_PRESETS[preset])
+    pretrain.update(file_values.pop("pretrain", {}))
+    top = {k: v for k, v in file_values.items() if k != "preset"}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key.startswith("pretrain."):
+            pretrain[key.split(".", 1)[1]] = value
+        elif key in ("zoo", "task_settings", "encoder_options"):
+            top[key] = {**top.get(key, {}), **value}
+        else:
+            top[key] = value
+    _check_keys(pretrain, _PRETRAIN_KEYS, "pretrain settings", "configuration")
+    _check_keys(top, _TOP_KEYS - {"pretrain", "preset"}, "run settings", "configuration")
+    return RunConfig(preset=preset, pretrain=PretrainConfig(**pretrain), **top)

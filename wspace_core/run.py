@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from wspace_core.config import RunConfig
+from wspace_core.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, properties_of
 from wspace_core.emulation import EmulatorArchitecture
 from wspace_core.pretrain import PretrainResult, ZooSplit, embed, pretrain
 from wspace_core.registry import WspaceError
@@ -169,6 +170,11 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
         for path in plot_paths:
             tracker.log_artifact(path, "plots")
 
+        echo("predicting properties from the frozen z")
+        downstream = predict_frozen(result.encoder, zoo, properties_of(zoo),
+                                    DOWNSTREAM_PRESETS[config.preset], seed=config.seed, device=config.device)
+        tracker.log_metrics({f"downstream/{prop}/{split}/{k}": v for prop, splits in downstream.items()
+                             for split, ms in splits.items() for k, v in ms.items()}, result.best_step)
         objective = config.pretrain.objective
         results = {
             "encoder": config.encoder, "task": config.task, "arch": config.arch, "preset": config.preset,
@@ -177,6 +183,7 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
             "emulation_fidelity": {"original_mean": float(np.mean(fidelity["original"])),
                                    "emulated_mean": float(np.mean(fidelity["emulated"])),
                                    "correlation": _corr(fidelity["original"], fidelity["emulated"])},
+            "downstream_frozen": downstream,
             "beats_baseline": result.metrics["validation"][objective] < baseline["metrics"]["validation"][objective],
             "run_dir": str(run_dir), "mlflow_run_id": run_id, "seconds": time.perf_counter() - t0,
         }
@@ -224,6 +231,11 @@ def results_table(results: dict) -> str:
     fid = results["emulation_fidelity"]
     lines.append(f"emulation fidelity (validation): original performance {fid['original_mean']:.3f}, "
                  f"emulated {fid['emulated_mean']:.3f}, correlation {fid['correlation']:.3f}")
+    if results.get("downstream_frozen"):
+        lines.append("property prediction from the frozen z (validation / ood half):")
+        for prop, splits in results["downstream_frozen"].items():
+            key, _ = headline(splits["validation"])
+            lines.append(f"  {prop:22s} {key:15s} {splits['validation'][key]:8.4f} / {splits['ood'][key]:8.4f}")
     lines.append(f"run directory: {results['run_dir']}")
     lines.append(f"MLflow run {results['mlflow_run_id']}: {results.get('tracking')}")
     return "\n".join(lines)

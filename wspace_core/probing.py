@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import attrs
 import torch
 from torch import nn
+
+from wspace_core.registry import WspaceError
 
 
 @attrs.frozen
@@ -18,6 +20,7 @@ class ProbingContext:
     input_kind: Literal["onehot", "continuous"]
     summary_size: int  # width of the encoder's running summary (its core RNN output)
     hidden_size: int = 128  # width of the strategy's own MLPs
+    hidden_layers: int = 1  # number of hidden layers of the strategy's own MLPs
 
 
 class ProbingStrategy(nn.Module):
@@ -27,6 +30,10 @@ class ProbingStrategy(nn.Module):
     and returns the probe inputs for every network: (M, P, input_size), a distribution over tokens
     (softmax) for one-hot inputs, values in [0, 1] (sigmoid) for continuous ones.
     """
+
+    #: False when the probes depend on the step t alone (never on ``summary`` or ``last_output``):
+    #: an encoder may then ask for all of them at once with ``all_probes`` before stepping any network.
+    adaptive: ClassVar[bool] = True
 
     def __init__(self, context: ProbingContext):
         super().__init__()
@@ -41,3 +48,11 @@ class ProbingStrategy(nn.Module):
         (zeros at t=0);
         last_output: (M, P, output_size) the networks' previous raw outputs (None at t=0)."""
         raise NotImplementedError
+
+    def all_probes(self, summary: torch.Tensor) -> torch.Tensor:
+        """Every step's probes of a non-adaptive strategy at once: (M, T, P, input_size).
+        ``summary``: (M, summary_size) zeros (gives M, device and dtype). Override for speed."""
+        if self.adaptive:
+            raise WspaceError(f"{type(self).__name__} is adaptive: its probes depend on the answers, "
+                              f"so they cannot be computed before stepping the networks")
+        return torch.stack([self(t, summary, None) for t in range(self.context.length)], dim=1)

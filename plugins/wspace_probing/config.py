@@ -1,0 +1,102 @@
+"""Configuration of the probing encoders: one frozen config per preset, options override fields."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+
+from wspace_core.encoder import EncoderContext
+from wspace_core.registry import WspaceError
+
+
+def _to_int(value: Any) -> Any:
+    """Accept ints and int-like strings (options may come from a command line)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return value
+
+
+def _positive(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WspaceError(f"probing encoder option {attribute.name} must be a positive integer, "
+                          f"got {value!r}")
+
+
+def _optional_positive(instance, attribute, value):
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
+def _hidden_layers(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise WspaceError(f"probing encoder option {attribute.name} must be an integer >= 0, "
+                          f"got {value!r}")
+
+
+def _optional_name(instance, attribute, value):
+    if value is not None and (not isinstance(value, str) or not value):
+        raise WspaceError(f"probing encoder option {attribute.name} must be the name of a "
+                          f"registered probing strategy, got {value!r}")
+
+
+#: default probing length of the paper, by the task's input kind (formal languages; tiled MNIST)
+PAPER_LENGTH = {"onehot": 22, "continuous": 51}
+
+
+@attrs.frozen
+class ProbingConfig:
+    """Sizes of a probing encoder.
+
+    core_hidden × core_layers: the core LSTM E_R; mlp_hidden × mlp_layers: width and number of
+    hidden layers of the input MLP E_I (inside the strategy) and the output MLP E_O;
+    num_probes: P parallel probing sequences per network; length: T probing steps (None: the
+    preset's default for the task); probing_strategy: a registered strategy name (None: the
+    encoder's default).
+    """
+
+    core_hidden: int = attrs.field(converter=_to_int, validator=_positive)
+    core_layers: int = attrs.field(converter=_to_int, validator=_positive)
+    mlp_hidden: int = attrs.field(converter=_to_int, validator=_positive)
+    mlp_layers: int = attrs.field(converter=_to_int, validator=_hidden_layers)
+    num_probes: int = attrs.field(converter=_to_int, validator=_positive)
+    length: int | None = attrs.field(default=None, converter=_to_int, validator=_optional_positive)
+    probing_strategy: str | None = attrs.field(default=None, validator=_optional_name)
+
+
+PRESETS: dict[str, ProbingConfig] = {
+    # Herrmann et al. 2024: LSTM 256 x 2, MLPs 128 x 1, 8 parallel probing sequences
+    "paper": ProbingConfig(core_hidden=256, core_layers=2, mlp_hidden=128, mlp_layers=1, num_probes=8),
+    # a laptop CPU in minutes
+    "quick": ProbingConfig(core_hidden=64, core_layers=1, mlp_hidden=64, mlp_layers=1, num_probes=4),
+    # tests and wiring checks
+    "smoke": ProbingConfig(core_hidden=16, core_layers=1, mlp_hidden=16, mlp_layers=1, num_probes=2),
+}
+
+#: longest default probing length of the small presets (the task's sequence length if shorter)
+_MAX_DEFAULT_LENGTH = {"quick": 16, "smoke": 6}
+
+
+def default_length(preset: str, context: EncoderContext) -> int:
+    if preset == "paper":
+        return PAPER_LENGTH[context.input_kind]
+    return min(context.sequence_length, _MAX_DEFAULT_LENGTH[preset])
+
+
+def resolve_config(context: EncoderContext, default_strategy: str) -> ProbingConfig:
+    """The preset's config with ``context.options`` applied; length and strategy filled in."""
+    if context.preset not in PRESETS:
+        raise WspaceError(f"unknown preset {context.preset!r} for a probing encoder; "
+                          f"presets: {', '.join(PRESETS)}")
+    options: Mapping[str, Any] = context.options
+    valid = [f.name for f in attrs.fields(ProbingConfig)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise WspaceError(f"unknown probing encoder option(s) {', '.join(map(repr, unknown))}; "
+                          f"valid options: {', '.join(valid)}")
+    config = attrs.evolve(PRESETS[context.preset], **options)
+    if config.length is None:
+        config = attrs.evolve(config, length=default_length(context.preset, context))
+    if config.probing_strategy is None:
+        config = attrs.evolve(config, probing_strategy=default_strategy)
+    return config

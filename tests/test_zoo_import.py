@@ -1,0 +1,195 @@
+"""Importing the published zoo layout of the paper: small fake published zoos are made with the
+LSTM plugin (random weights and inputs, their outputs computed and stored in float16), imported,
+and compared with the source; tampered or broken files are refused by row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wspace_core import plugins
+from wspace_core.architecture import Sizes
+from wspace_core.cli import cli
+from wspace_core.registry import WspaceError
+from wspace_core.task import SPLITS
+from wspace_core.zoo import Zoo, import_paper
+from wspace_core.zoo.paper_import import infer_sizes
+
+STEPS = [0, 10, 100]
+RUNS, N = 3, 5
+FL_TOKENS = 16  # sequence tokens (BOS included) of the fake formal-languages zoo: T = 15
+
+
+def _lstm(sizes: Sizes):
+    return plugins.architectures().get("lstm")(sizes)
+
+
+@torch.no_grad()
+def _outputs(arch, weights: np.ndarray, xs: torch.Tensor) -> torch.Tensor:
+    params = arch.layout.unflatten(torch.from_numpy(weights))
+    return arch.forward(params, xs)[0]  # (R, N, T, O)
+
+
+def make_formal_languages(src: Path, seed: int = 0) -> dict:
+    """A fake published formal-languages zoo: 3 runs (a train, a validation and an OOD language)
+    x 3 snapshots, LSTM hidden 8 x 2 layers."""
+    family = plugins.task_families().get("formal_languages")(sequence_tokens=FL_TOKENS)
+    splits = family.splits()
+    languages = [splits["train"][0], splits["validation"][0], splits["ood"][0]]
+    arch = _lstm(Sizes(6, 8, 6, 2))
+    g = torch.Generator().manual_seed(seed)
+    R, T = RUNS * len(STEPS), FL_TOKENS - 1
+    weights = torch.cat([arch.layout.flatten(arch.init(1, generator=g)) * 3 for _ in range(R)]).numpy()
+    sequences = torch.randint(0, 4, (R, N, FL_TOKENS), generator=g)
+    sequences[..., 0] = 4  # BOS
+    logits = torch.log_softmax(_outputs(arch, weights, torch.nn.functional.one_hot(sequences[..., :T], 6).float()), -1)
+    src.mkdir(parents=True)
+    files = {
+        "parameters.npy": weights.astype(np.float32),
+        "sequences.npy": sequences.numpy().astype(np.int16),
+        "logits.npy": logits.numpy().astype(np.float16),
+        "tasks.npy": np.array([[0, *languages[r]] for r in range(RUNS) for _ in STEPS], dtype=np.int64),
+        "num_step_correct.npy": np.array([[r, s, 100 * r + s % 7] for r in range(RUNS) for s in STEPS]),
+    }
+    for name, array in files.items():
+        np.save(src / name, array)
+    return {**files, "languages": languages, "family": family}
+
+
+def make_tiled_mnist(src: Path) -> dict:
+    arch = _lstm(Sizes(16, 4, 10, 1))
+    g = torch.Generator().manual_seed(1)
+    R, T = RUNS * len(STEPS), 50
+    weights = torch.cat([arch.layout.flatten(arch.init(1, generator=g)) for _ in range(R)]).numpy()
+    sequences = torch.randn((R, N, T, 16), generator=g).half()
+    logits = _outputs(arch, weights, sequences.float())
+    angles = np.array([10.0, 30.0, 330.0])  # train, validation, OOD
+    decays = np.array([0.0, 0.01, 0.1])
+    acc = np.array([[0.1 * r + s / 1000, 2.0 - r * 0.1, 2.5 - s / 100, decays[r]]
+                    for r in range(RUNS) for s in STEPS])
+    src.mkdir(parents=True)
+    files = {
+        "parameters.npy": weights.astype(np.float32), "sequences.npy": sequences.numpy(),
+        "logits.npy": logits.numpy().astype(np.float16),
+        "tasks.npy": np.repeat(angles, len(STEPS))[:, None],
+        "num_step.npy": np.array([[r, s] for r in range(RUNS) for s in STEPS]),
+        "accuracy_losses.npy": acc,
+    }
+    for name, array in files.items():
+        np.save(src / name, array)
+    return files
+
+
+def test_formal_languages_import_round_trips(tmp_path):
+    src = make_formal_languages(tmp_path / "published")
+    zoo = import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages", chunk_size=2)
+    S, T = len(STEPS), FL_TOKENS - 1
+    assert (zoo.num_models, zoo.rows_per_model, zoo.snapshot_steps) == (RUNS, S, STEPS)
+    np.testing.assert_array_equal(zoo.weights, src["parameters.npy"])
+    np.testing.assert_array_equal(zoo.rollout_inputs, src["sequences.npy"][..., :T])
+    np.testing.assert_array_equal(zoo.rollout_outputs, src["logits.npy"])
+    md = zoo.metadata
+    np.testing.assert_array_equal(md["model"], np.repeat(np.arange(RUNS), S))
+    np.testing.assert_array_equal(md["step"], np.tile(STEPS, RUNS))
+    np.testing.assert_array_equal(md["split"], np.repeat([SPLITS.index(s) for s in SPLITS], S))
+    np.testing.assert_array_equal(np.stack([md["mb"], md["mc"], md["md"]], 1),
+                                  np.repeat(np.array(src["languages"]), S, axis=0))
+    np.testing.assert_allclose(md["performance"], src["num_step_correct.npy"][:, 2] / 1000)
+    arch = zoo.architecture()
+    assert (arch.sizes.hidden_size, arch.sizes.num_layers) == (8, 2)
+    family = zoo.task_family()
+    assert family.sequence_length == T and family.name == "formal_languages"
+    assert Zoo.open(tmp_path / "zoo", expect_arch="lstm").fingerprint == zoo.fingerprint
+    # the stored rollouts are what the stored weights compute
+    params = arch.layout.unflatten(torch.from_numpy(np.array(zoo.weights)))
+    xs = family.network_inputs(torch.from_numpy(np.array(zoo.rollout_inputs)))
+    again = torch.log_softmax(arch.forward(params, xs)[0], -1)
+    torch.testing.assert_close(again, torch.from_numpy(np.array(zoo.rollout_outputs)).float(),
+                               atol=1e-2, rtol=1e-2)
+
+
+def test_tampered_logits_refused_naming_the_rows(tmp_path):
+    src = make_formal_languages(tmp_path / "published")
+    logits = src["logits.npy"].copy()
+    logits[4, 2, 3] += np.float16(0.5)  # row 4: run 1, step 10
+    logits[7] = logits[6]  # row 7: another snapshot's outputs
+    np.save(tmp_path / "published" / "logits.npy", logits)
+    with pytest.raises(WspaceError, match=r"logits\.npy does not match .* rows 4 \(run 1 step 10\), "
+                                          r"7 \(run 2 step 10\).*re-download"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages")
+    assert not (tmp_path / "zoo").exists()  # refused before anything was written
+    # the cheaper check still catches a damaged row in its first rollouts
+    with pytest.raises(WspaceError, match="rows 4 "):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages", check="sample")
+
+
+def test_broken_published_files_refused(tmp_path):
+    src = make_formal_languages(tmp_path / "published")
+    weights = src["parameters.npy"].copy()
+    weights[5, 3] = np.nan
+    weights[8, 0] = np.inf
+    np.save(tmp_path / "published" / "parameters.npy", weights)
+    with pytest.raises(WspaceError, match=r"NaN or infinite weights at rows 5 \(run 1 step 100\), 8 \(run 2"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages")
+    np.save(tmp_path / "published" / "parameters.npy", src["parameters.npy"][:-1])
+    with pytest.raises(WspaceError, match="disagree on the number of rows.*parameters.npy: 8"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages")
+    np.save(tmp_path / "published" / "parameters.npy", src["parameters.npy"][:, :-1])
+    with pytest.raises(WspaceError, match="no lstm with 6 inputs and 6 outputs has 1141 parameters"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages")
+    np.save(tmp_path / "published" / "parameters.npy", src["parameters.npy"])
+    tasks = src["tasks.npy"].copy()
+    tasks[1, 1] += 1
+    np.save(tmp_path / "published" / "tasks.npy", tasks)
+    with pytest.raises(WspaceError, match="task \\(mb\\) changes within run 0 at row 1"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages")
+    np.save(tmp_path / "published" / "tasks.npy", np.array([[1, 2]] * 9, dtype=object), allow_pickle=True)
+    with pytest.raises(WspaceError, match="pickled"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages")
+    with pytest.raises(WspaceError, match="published zoos for formal_languages, tiled_mnist"):
+        import_paper(tmp_path / "published", tmp_path / "zoo", "copy_task")
+
+
+def test_infer_sizes():
+    lstm = plugins.architectures().get("lstm")
+    assert infer_sizes(lstm, 13766, 6, 6) == Sizes(6, 32, 6, 2)  # the paper's formal-languages LSTM
+    assert infer_sizes(lstm, 1142, 6, 6, hidden_size=8) == Sizes(6, 8, 6, 2)
+    with pytest.raises(WspaceError, match="no lstm .* at hidden size 9"):
+        infer_sizes(lstm, 1142, 6, 6, hidden_size=9)
+
+
+def test_import_resumes_and_cli(tmp_path):
+    make_formal_languages(tmp_path / "published")
+    runner = CliRunner()
+    args = ["zoo", "import-paper", str(tmp_path / "published"), str(tmp_path / "zoo"),
+            "--task", "formal_languages", "--chunk-size", "1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "imported 3 networks (9 rows)" in result.output
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "already holds a complete zoo" in result.output
+    info = json.loads(runner.invoke(cli, ["zoo", "info", str(tmp_path / "zoo"), "--json"]).output)
+    assert info["splits"] == {"train": 1, "validation": 1, "ood": 1}
+    assert info["sizes"]["params_per_network"] == 1142
+
+
+def test_tiled_mnist_import(tmp_path):
+    src = make_tiled_mnist(tmp_path / "published")
+    zoo = import_paper(tmp_path / "published", tmp_path / "zoo", "tiled_mnist")
+    S = len(STEPS)
+    np.testing.assert_array_equal(zoo.weights, src["parameters.npy"])
+    np.testing.assert_array_equal(zoo.rollout_inputs, src["sequences.npy"])
+    want = torch.log_softmax(torch.from_numpy(src["logits.npy"]).float(), -1).half().numpy()
+    np.testing.assert_array_equal(zoo.rollout_outputs, want)
+    md, acc = zoo.metadata, src["accuracy_losses.npy"]
+    np.testing.assert_array_equal(md["angle"], src["tasks.npy"][:, 0])
+    np.testing.assert_array_equal(md["weight_decay"], acc[:, 3])
+    np.testing.assert_allclose(md["performance"], acc[:, 0])
+    np.testing.assert_allclose(md["gap"], acc[:, 2] - acc[:, 1])
+    np.testing.assert_array_equal(md["split"], np.repeat([0, 1, 2], S))
+    assert zoo.architecture().sizes == Sizes(16, 4, 10, 1)

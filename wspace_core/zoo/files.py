@@ -1,0 +1,146 @@
+"""Durable file primitives of the zoo store: fsync'd atomic writes, deterministic ``.npy`` files,
+sha256 checksums, and ``.npy`` header checks that refuse pickled (object) arrays.
+
+Everything here is plain numpy + os; no torch, no plugins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wspace_core.registry import WspaceError
+
+_HASH_BLOCK = 1 << 22  # 4 MiB
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/create/unlink inside ``path`` durable (no-op where directories can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical_json(data: Any) -> str:
+    """The one JSON spelling of ``data`` that fingerprints hash: sorted keys, no spaces."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``path`` via a temp file + fsync + rename: readers see the old or the new file, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise WspaceError(f"{what} {path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WspaceError(f"{what} {path} is not valid JSON ({err}); the file is damaged: "
+                          f"re-copy the zoo or rebuild it") from None
+    if not isinstance(data, dict):
+        raise WspaceError(f"{what} {path} does not hold a JSON object; re-copy the zoo or rebuild it")
+    return data
+
+
+def save_npy(path: Path, array: np.ndarray) -> dict:
+    """Write ``array`` as a C-order ``.npy`` (no timestamps: equal arrays give equal bytes), fsync it,
+    and return its manifest entry {file, dtype, shape, sha256, bytes}."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise WspaceError(f"refusing to store an object array in {path.name}; zoo arrays are numeric")
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape),
+            "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def npy_header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """(dtype, shape, fortran_order, data offset) read from the header alone, without the data."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except FileNotFoundError:
+        raise WspaceError(f"{path} is missing; re-copy the zoo or rebuild it") from None
+    except (ValueError, OSError, SyntaxError) as err:
+        raise WspaceError(f"{path} is not a readable .npy file ({err}); it is damaged: "
+                          f"re-copy the zoo or rebuild it") from None
+    return dtype, tuple(shape), fortran, offset
+
+
+def check_npy(path: Path, dtype: str | None = None, shape: list | tuple | None = None) -> tuple[np.dtype, tuple]:
+    """Refuse object (pickled) arrays, Fortran order, a header disagreeing with the manifest's
+    dtype/shape, and a file shorter or longer than its header says (truncation)."""
+    found_dtype, found_shape, fortran, offset = npy_header(path)
+    if found_dtype.hasobject:
+        raise WspaceError(f"{path} holds a Python-object (pickled) array; wspace never unpickles zoo "
+                          f"files. Rebuild the zoo, or re-import it from trusted numeric arrays")
+    if fortran:
+        raise WspaceError(f"{path} is stored in Fortran order; wspace zoos are C-order: rebuild the zoo")
+    if dtype is not None and found_dtype != np.dtype(dtype):
+        raise WspaceError(f"{path} holds dtype {found_dtype.str} but the manifest says {dtype}; "
+                          f"the zoo is inconsistent: re-copy it or rebuild it")
+    if shape is not None and tuple(found_shape) != tuple(shape):
+        raise WspaceError(f"{path} holds shape {found_shape} but the manifest says {tuple(shape)}; "
+                          f"the zoo is inconsistent: re-copy it or rebuild it")
+    expected = offset + int(np.prod(found_shape, dtype=np.int64)) * found_dtype.itemsize
+    actual = path.stat().st_size
+    if actual != expected:
+        raise WspaceError(f"{path} is {actual} bytes but its header needs {expected}: the file is "
+                          f"truncated or damaged. Re-copy the zoo or rebuild it")
+    return found_dtype, found_shape
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """Memory-map a checked ``.npy`` file read-only (never unpickles)."""
+    check_npy(path)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def safe_file_name(name: Any, where: str) -> str:
+    """A manifest's file entry must be a plain file name inside the zoo directory."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or os.path.isabs(name) or Path(name).name != name or ":" in name):
+        raise WspaceError(f"{where} names file {name!r}, which is not a plain file name inside the "
+                          f"zoo directory; refusing to follow it (the manifest is damaged or hostile: "
+                          f"re-copy the zoo from a trusted source or rebuild it)")
+    return name

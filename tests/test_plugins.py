@@ -157,8 +157,9 @@ def test_cli_plugins_and_listings():
     listed = json.loads(result.output)
     assert any(p["name"] == "wspace_lstm" and "register_architectures" in p["hooks"] for p in listed)
     result = runner.invoke(cli, ["list", "architectures"])
-    assert result.exit_code == 0 and result.output.startswith("lstm")
-    assert "Stacked LSTM" in result.output
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert "Stacked LSTM" in lines["lstm"]
     for kind in ("tasks", "encoders", "probing-strategies", "objectives", "heads"):
         assert runner.invoke(cli, ["list", kind]).exit_code == 0
     result = runner.invoke(cli, ["list", "gizmos"])

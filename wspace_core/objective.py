@@ -44,6 +44,10 @@ class Head(nn.Module):
         super().__init__()
         self.spec = spec
 
+    def calibrate(self, targets: torch.Tensor) -> None:
+        """Called once with the training targets before training, so a head can adapt to their
+        scale (a scalar head standardises its regression target). Default: nothing."""
+
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar training loss."""
         raise NotImplementedError

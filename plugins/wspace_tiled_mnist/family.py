@@ -82,7 +82,8 @@ class _Pools:
 
 
 class TiledMnist(TaskFamily):
-    """Rotated MNIST read as 49 tiles of 4×4 pixels after a zero BOS step; 10 logits at every step.
+    """Rotated MNIST read as 49 tiles of 4×4 pixels after a BOS step of literal zeros (zero after
+    normalisation); 10 logits at every step.
 
     Task columns: angle (degrees, counter-clockwise; train/validation in [0, 312), OOD in
     [312, 360)) and weight_decay. Training loss: cross-entropy at all 50 steps; performance:
@@ -113,7 +114,9 @@ class TiledMnist(TaskFamily):
     def settings(self) -> dict[str, Any]:
         """Everything that defines the tasks; data_root and eval_chunk_size (where the data lives,
         how much is evaluated at once) are left out so a zoo moves between machines."""
-        return attrs.asdict(self.config, filter=lambda a, v: a.metadata.get("fingerprint", True))
+        out = attrs.asdict(self.config, filter=lambda a, v: a.metadata.get("fingerprint", True))
+        out["weight_decays"] = list(out["weight_decays"])  # plain JSON data
+        return out
 
     def sample_tasks(self, num_models: int, generator: torch.Generator,
                      split: str | None = None) -> torch.Tensor:
@@ -144,7 +147,10 @@ class TiledMnist(TaskFamily):
         return load_train(self.config.data_root)
 
     def _pools_on(self, device: torch.device | str) -> _Pools:
-        key = str(torch.device(device))
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one copy
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = str(device)
         pools = self._pools.get(key)
         if pools is None:
             data = self.data()

@@ -131,16 +131,16 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(preset: str = "quick", file_values: dict | None = None, **flags: Any) -> RunConfig:
+def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
     """preset < file < flags. ``flags`` uses RunConfig field names plus ``pretrain.<field>`` keys
-    (e.g. ``{"pretrain.steps": 100}``); None means "not given"."""
-    _preset(None, attrs.fields(RunConfig).preset, preset)
+    (e.g. ``{"pretrain.steps": 100}``); None means "not given". The preset comes from the flags,
+    else the file, else "quick"."""
     file_values = dict(file_values or {})
-    preset = flags.pop("preset", None) or file_values.get("preset") or preset
+    preset = flags.pop("preset", None) or file_values.pop("preset", None) or "quick"
     _preset(None, attrs.fields(RunConfig).preset, preset)
     pretrain = dict(PRETRAIN_PRESETS[preset])
     pretrain.update(file_values.pop("pretrain", {}))
-    top = {k: v for k, v in file_values.items() if k != "preset"}
+    top = dict(file_values)
     for key, value in flags.items():
         if value is None:
             continue

@@ -27,6 +27,13 @@ def all_languages() -> list[Language]:
     return [tuple(v) for v in itertools.product(OFFSET_VALUES, repeat=3)]
 
 
+def language_index(tasks: torch.Tensor) -> torch.Tensor:
+    """(M, 3) (mb, mc, md) -> (M,) long: the row of each language in ``all_languages()``."""
+    k = len(OFFSET_VALUES)
+    digits = (tasks.long() - OFFSET_VALUES[0])  # (M, 3), each in 0..k-1
+    return digits[:, 0] * k * k + digits[:, 1] * k + digits[:, 2]
+
+
 def min_n(mb: int, mc: int, md: int) -> int:
     """The smallest n for which every letter count n, n+mb, n+mc, n+md is ≥ 0."""
     return max(0, -min(0, mb, mc, md))

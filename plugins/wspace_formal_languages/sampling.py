@@ -39,6 +39,7 @@ def sample_strings(arch: Architecture, params: Params, num_strings: int, num_ste
         raise WspaceError(f"got {len(generators)} generators for {M} models; pass one torch.Generator per model")
     u = draw_uniforms(generators, num_strings, num_steps, device)  # (M, S, T)
     chunk = max(1, max_sequences_per_step // M)
+    one_hot = torch.eye(NUM_SYMBOLS, device=device, dtype=dtype)  # one_hot[token]: (M, s, 6) inputs
     strings, log_probs = [], []
     with torch.no_grad():
         for s0 in range(0, num_strings, chunk):
@@ -48,14 +49,15 @@ def sample_strings(arch: Architecture, params: Params, num_strings: int, num_ste
             token = torch.full((M, s), BOS, dtype=torch.long, device=device)
             tokens, outs = [], []
             for t in range(num_steps):
-                y, state = arch.step(params, F.one_hot(token, NUM_SYMBOLS).to(dtype), state)  # (M, s, 6)
+                y, state = arch.step(params, one_hot[token], state)  # (M, s, 6)
                 logp = F.log_softmax(y.float(), dim=-1)
-                cdf = logp.exp().cumsum(-1)
-                cdf = cdf / cdf[..., -1:]  # exact 1 at the end: every uniform lands on a token
-                token = (cdf <= u_chunk[..., t:t + 1]).sum(-1)  # inverse CDF, (M, s)
-                tokens.append(token)
                 if keep_log_probs:
                     outs.append(logp)
+                cdf = logp.exp().cumsum(-1)  # (M, s, 6); the same draws with or without log-probs
+                # inverse CDF: the number of cumulative probabilities ≤ u·total
+                token = torch.searchsorted(cdf, u_chunk[..., t:t + 1] * cdf[..., -1:], right=True)
+                token = token.squeeze(-1).clamp_max(NUM_SYMBOLS - 1)  # (M, s); clamp: float rounding at u→1
+                tokens.append(token)
             strings.append(torch.stack(tokens, dim=2))
             if keep_log_probs:
                 log_probs.append(torch.stack(outs, dim=2))

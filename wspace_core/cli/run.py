@@ -79,7 +79,7 @@ def config_from_options(encoder: str | None, opts: dict):
         "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
         "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
     }
-    return resolve("quick", file_values, **flags)
+    return resolve(file_values, **flags)
 
 
 class Progress:

@@ -1,0 +1,215 @@
+"""The formal-languages task family of the paper: each network learns to generate one language
+L(mb, mc, md) = { a^n b^(n+mb) c^(n+mc) d^(n+md) } autoregressively.
+
+Sequences: BOS + string, padded with EOS to ``sequence_tokens`` (42) tokens and cut there (the
+longest string, n=9 of L(2, 2, 2), has 42 letters: cut strings carry no EOS, as in the published
+zoo code). The network takes T = ``sequence_tokens`` − 1 = 41 steps: inputs are tokens 0..40,
+targets tokens 1..41 (teacher forcing, cross-entropy). ``sequence_length`` is T.
+
+Performance: the fraction of ``num_eval_strings`` strings, sampled from BOS for T steps, that are
+in the network's language (judged up to the first EOS; no EOS: wrong).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+from wspace_core.architecture import Architecture, Params
+from wspace_core.registry import WspaceError
+from wspace_core.task import SPLITS, PropertySpec, TaskFamily
+from wspace_formal_languages.language import (
+    BOS, EOS, NUM_SYMBOLS, OFFSET_VALUES, Language, accepts, all_languages, generate_strings, language_index, min_n,
+)
+from wspace_formal_languages.sampling import sample_strings
+from wspace_formal_languages.splits import split_languages
+
+#: the largest min_n of any language (an offset of −3); max_n must exceed it
+_LARGEST_MIN_N = -min(OFFSET_VALUES)
+#: the longest shortest string of any language (L(−3, 2, 2) at n=3: 13 letters), + BOS + EOS
+_MIN_SEQUENCE_TOKENS = max(4 * min_n(*lang) + sum(lang) for lang in all_languages()) + 2
+
+
+def _int_at_least(lowest: int, why: str):
+    def check(instance, attribute, value):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise WspaceError(f"formal_languages setting {attribute.name} must be an integer ≥ {lowest} "
+                              f"({why}); got {value!r}")
+    return check
+
+
+def _int_to_float(value):
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _fraction(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise WspaceError(f"formal_languages setting {attribute.name} must be a number in [0, 1); got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class FormalLanguagesSettings:
+    """Settings of the family (all part of a zoo's fingerprint)."""
+
+    #: strings sampled per network to measure performance
+    num_eval_strings: int = attrs.field(default=1000, validator=_int_at_least(1, "strings per evaluation"))
+    #: training strings draw n uniformly from [min_n, max_n)
+    max_n: int = attrs.field(default=10, validator=_int_at_least(
+        _LARGEST_MIN_N + 1, f"every language needs some n in [min_n, max_n), and min_n reaches {_LARGEST_MIN_N}"))
+    #: tokens per training sequence, BOS included; the network takes one step fewer
+    sequence_tokens: int = attrs.field(default=42, validator=_int_at_least(
+        _MIN_SEQUENCE_TOKENS, "the shortest string of every language must fit with BOS and EOS"))
+    #: languages with |mb|+|mc|+|md| ≤ this are the OOD split (−1: no OOD split)
+    ood_max_abs_sum: int = attrs.field(default=1, validator=_int_at_least(-1, "−1 turns the OOD split off"))
+    #: fraction of the non-OOD languages held out for validation
+    validation_fraction: float = attrs.field(default=0.1, converter=_int_to_float, validator=_fraction)
+    #: seed of the validation subset (fixed, so every zoo gets the same split)
+    split_seed: int = attrs.field(default=0, validator=_int_at_least(0, "a fixed non-negative seed"))
+
+
+class FormalLanguages(TaskFamily):
+    """a^n b^(n+mb) c^(n+mc) d^(n+md), mb, mc, md ∈ {−3, …, 2}: 216 languages (one per network)."""
+
+    name = "formal_languages"
+    input_kind = "onehot"
+    output_kind = "categorical"
+    task_columns = ("mb", "mc", "md")
+    metric_columns = ("performance",)
+
+    def __init__(self, **settings: Any):
+        known = [f.name for f in attrs.fields(FormalLanguagesSettings)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise WspaceError(f"unknown formal_languages setting(s) {', '.join(unknown)}; "
+                              f"valid settings: {', '.join(known)}")
+        self.config = FormalLanguagesSettings(**settings)
+        self.input_size = NUM_SYMBOLS
+        self.output_size = NUM_SYMBOLS
+        self.sequence_length = self.config.sequence_tokens - 1
+        self._splits = split_languages(self.config.ood_max_abs_sum, self.config.validation_fraction,
+                                       self.config.split_seed)
+        if not self._splits["train"]:
+            raise WspaceError("the formal_languages train split is empty; lower ood_max_abs_sum "
+                              "or validation_fraction")
+        self._split_of = {lang: split for split, langs in self._splits.items() for lang in langs}
+        # every training sequence there is: BOS + the string of language i at n, (216, max_n, T + 1)
+        table = torch.tensor(all_languages(), dtype=torch.float64)
+        n = torch.arange(self.config.max_n).expand(len(table), -1)
+        strings = generate_strings(table, n, self.sequence_length)
+        self._sequences = torch.cat([torch.full_like(strings[..., :1], BOS), strings], dim=-1)
+        self._one_hot = torch.eye(NUM_SYMBOLS)
+
+    # ---- settings, tasks, splits -------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return attrs.asdict(self.config)
+
+    def splits(self) -> dict[str, list[Language]]:
+        """{"train", "validation", "ood"} -> the languages (mb, mc, md) of each split."""
+        return {split: list(langs) for split, langs in self._splits.items()}
+
+    def sample_tasks(self, num_models: int, generator: torch.Generator,
+                     split: str | None = None) -> torch.Tensor:
+        if split is None:
+            languages = all_languages()
+        elif split in SPLITS:
+            languages = self._splits[split]
+        else:
+            raise WspaceError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (or None for all)")
+        if not languages:
+            raise WspaceError(f"the formal_languages {split} split is empty; raise "
+                              f"{'validation_fraction' if split == 'validation' else 'ood_max_abs_sum'}")
+        table = torch.tensor(languages, dtype=torch.float64)  # (K, 3)
+        index = torch.randint(len(languages), (num_models,), generator=generator, device=generator.device)
+        return table[index.cpu()]
+
+    def split_of(self, tasks: torch.Tensor) -> list[str]:
+        return [self._split_of[lang] for lang in self._languages_of(tasks)]
+
+    def _languages_of(self, tasks: torch.Tensor) -> list[Language]:
+        if tasks.ndim != 2 or tasks.shape[1] != 3:
+            raise WspaceError(f"formal_languages tasks must have shape (models, 3) = (mb, mc, md); "
+                              f"got {tuple(tasks.shape)}")
+        rows = [tuple(float(v) for v in row) for row in tasks.tolist()]
+        langs = [tuple(int(v) for v in row) for row in rows]
+        for row, lang in zip(rows, langs):
+            if row != tuple(float(v) for v in lang) or lang not in self._split_of:
+                raise WspaceError(f"{row} is not a formal_languages task; mb, mc, md must be integers "
+                                  f"in {OFFSET_VALUES[0]}..{OFFSET_VALUES[-1]}")
+        return langs
+
+    def _check(self, tasks: torch.Tensor, generators: Sequence[torch.Generator]) -> None:
+        self._languages_of(tasks)
+        if len(generators) != tasks.shape[0]:
+            raise WspaceError(f"got {len(generators)} generators for {tasks.shape[0]} tasks; "
+                              "pass one torch.Generator per model")
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def training_batch(self, tasks: torch.Tensor, batch_size: int,
+                       generators: Sequence[torch.Generator],
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (M, B, T, 6) one-hot float, targets (M, B, T) long: BOS + a string of each
+        model's language, n ~ U[min_n, max_n), EOS-padded."""
+        self._check(tasks, generators)
+        tasks = tasks.cpu()
+        lowest = (-tasks).amax(1).clamp_min(0).long().tolist()  # (M,) min_n of each language
+        n = torch.stack([torch.randint(lo, self.config.max_n, (batch_size,), generator=g, device=g.device).cpu()
+                         for lo, g in zip(lowest, generators)])  # (M, B)
+        sequence = self._sequences[language_index(tasks)[:, None], n]  # (M, B, T + 1)
+        inputs = self._one_hot[sequence[..., :-1]]  # (M, B, T, 6)
+        return inputs.to(device), sequence[..., 1:].to(device)
+
+    def training_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of each model: outputs (M, B, T, 6) logits -> (M,)."""
+        log_probs = F.log_softmax(outputs, dim=-1)
+        picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (M, B, T)
+        return -picked.flatten(1).mean(1)
+
+    # ---- behaviour ---------------------------------------------------------------------------
+
+    def rollout_mask(self, rollout_inputs: torch.Tensor) -> torch.Tensor:
+        """(M, N, T) bool: steps up to and including the one that emits the first EOS. Step t
+        emits token t+1; it counts while no EOS was emitted before it (input 0 is BOS)."""
+        emitted_eos = (rollout_inputs[..., 1:] == EOS).long().cumsum(-1) > 0  # (M, N, T-1)
+        first = torch.ones_like(rollout_inputs[..., :1], dtype=torch.bool)
+        return torch.cat([first, ~emitted_eos], dim=-1)
+
+    def evaluate(self, arch: Architecture, params: Params, tasks: torch.Tensor,
+                 generators: Sequence[torch.Generator]) -> dict[str, torch.Tensor]:
+        """{"performance": (M,)} fraction of sampled strings in each model's language."""
+        self._check(tasks, generators)
+        strings, _ = sample_strings(arch, params, self.config.num_eval_strings, self.sequence_length,
+                                    generators)  # (M, S, T)
+        correct = accepts(strings, tasks.to(strings.device))  # (M, S)
+        return {"performance": correct.float().mean(1)}
+
+    def rollouts(self, arch: Architecture, params: Params, tasks: torch.Tensor, num_rollouts: int,
+                 generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (M, N, T) long tokens fed to the network (BOS, then its own samples) and
+        outputs (M, N, T, 6) its log-softmax at every step."""
+        self._check(tasks, generators)
+        if not isinstance(num_rollouts, int) or num_rollouts < 1:
+            raise WspaceError(f"num_rollouts must be a positive integer, got {num_rollouts!r}")
+        strings, log_probs = sample_strings(arch, params, num_rollouts, self.sequence_length,
+                                            generators, keep_log_probs=True)
+        bos = torch.full_like(strings[..., :1], BOS)
+        return torch.cat([bos, strings[..., :-1]], dim=-1), log_probs
+
+    # ---- downstream --------------------------------------------------------------------------
+
+    def properties(self) -> tuple[PropertySpec, ...]:
+        k = len(OFFSET_VALUES)
+        return (
+            PropertySpec("task", "multihot", self.task_columns, num_classes=3 * k, groups=(k, k, k),
+                         class_offset=-OFFSET_VALUES[0], values=OFFSET_VALUES),
+            PropertySpec("performance", "scalar", ("performance",)),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
+        return out

@@ -24,12 +24,14 @@ class ProgressLine:
         self._last = 0.0
         self._shown = False
 
-    def update(self, done: float, total: float, unit: str, extra: str = "", force: bool = False) -> None:
+    def update(self, done: float, total: float, unit: str, extra: str = "", force: bool = False,
+               elapsed: float | None = None) -> None:
+        """``elapsed``: seconds of the work itself when the caller knows them better (resumed work)."""
         now = time.perf_counter()
         if not force and now - self._last < (self.interval if self.tty else 10.0) and done < total:
             return
         self._last = now
-        elapsed = now - self.start
+        elapsed = now - self.start if elapsed is None else elapsed
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else float("nan")
         pct = 100.0 * done / total if total else 100.0

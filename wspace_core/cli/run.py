@@ -92,7 +92,7 @@ class Progress:
         if self.zoo_line is None:
             self.zoo_line = ProgressLine("zoo build")
         self.zoo_line.update(p.model_steps_done, p.model_steps_total, "model-steps",
-                             f" chunks {p.chunks_done}/{p.chunks_total}")
+                             f" chunks {p.chunks_done}/{p.chunks_total}", elapsed=p.elapsed_s)
         if p.model_steps_done >= p.model_steps_total:
             self.zoo_line.close()
             self.zoo_line = None
@@ -103,7 +103,7 @@ class Progress:
         extra = f" loss {p.loss:.4f}"
         if p.last_eval:
             extra += f" val {next(iter(p.last_eval['validation'].values())):.4f}"
-        self.pre_line.update(p.step, p.total, "steps", extra)
+        self.pre_line.update(p.step, p.total, "steps", extra, elapsed=p.elapsed_s)
         if p.step >= p.total:
             self.pre_line.close()
             self.pre_line = None

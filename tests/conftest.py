@@ -38,4 +38,3 @@ def plugin_namespace():
 def _isolated_tracking(tmp_path, monkeypatch):
     """Every test logs to its own temporary MLflow store, never to the working directory."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("WSPACE_ARTIFACT_ROOT", str(tmp_path / "mlruns"))

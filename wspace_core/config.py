@@ -136,7 +136,8 @@ def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
     (e.g. ``{"pretrain.steps": 100}``); None means "not given". The preset comes from the flags,
     else the file, else "quick"."""
     file_values = dict(file_values or {})
-    preset = flags.pop("preset", None) or file_values.pop("preset", None) or "quick"
+    flag_preset, file_preset = flags.pop("preset", None), file_values.pop("preset", None)
+    preset = flag_preset or file_preset or "quick"
     _preset(None, attrs.fields(RunConfig).preset, preset)
     pretrain = dict(PRETRAIN_PRESETS[preset])
     pretrain.update(file_values.pop("pretrain", {}))

@@ -15,6 +15,13 @@ from wspace_core.registry import Registry
 #: Bundled plugins: ordinary modules that implement the public hooks, nothing private.
 BUNDLED_PLUGINS: tuple[str, ...] = (
     "wspace_lstm",
+    "wspace_tiled_mnist",
+    "wspace_baselines",
+    "wspace_formal_languages",
+    "wspace_objectives",
+    "wspace_heads",
+    "wspace_probing",
+    "wspace_encoders",
 )
 
 #: Comma-separated names of installed (entry-point) plugins to load; empty string loads none.

@@ -1,0 +1,83 @@
+"""What the four mechanistic encoders share: config from preset + options, input scaling per
+parameter tensor, a check of the incoming parameters, and the final L2 normalisation of z."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wspace_core.architecture import Params
+from wspace_core.encoder import EncoderContext, MechanisticEncoder
+from wspace_core.registry import WspaceError
+from wspace_encoders.config import PresetConfig
+from wspace_encoders.structure import ParamStructure, param_structures, reference_fan_in
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers of the given widths with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
+
+class InputScale(nn.Module):
+    """Multiplies each parameter tensor by a learned scale, initialised to √fan-in so that weights
+    at a typical initialisation (std ~ 1/√fan-in) enter the encoder with entries of order one."""
+
+    def __init__(self, structures: tuple[ParamStructure, ...]):
+        super().__init__()
+        fan_in = reference_fan_in(structures)
+        self.names = [p.name for p in structures]
+        self.log_scale = nn.Parameter(torch.tensor([0.5 * math.log(fan_in[n]) for n in self.names]))
+
+    def forward(self, params: Params) -> Params:
+        scale = self.log_scale.exp()  # (num parameter tensors,)
+        return {name: params[name] * scale[i] for i, name in enumerate(self.names)}
+
+
+class WeightEncoder(MechanisticEncoder):
+    """Base of the bundled mechanistic encoders. Subclasses set ``config_class`` and implement
+    ``embed(params) -> (M, z_dim)`` on scaled parameters; ``forward`` returns z L2-normalised
+    (unit length per model), as the paper's encoders do (``normalize_embedding``)."""
+
+    #: registered name, used in error messages
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[PresetConfig]]
+
+    def __init__(self, context: EncoderContext):
+        super().__init__(context)
+        self.config = self.config_class.from_options(context.preset, dict(context.options), self.name)
+        self.structures = param_structures(context.layout, context.symmetry)
+        self.input_scale = InputScale(self.structures)
+
+    def embed(self, params: Params) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, params: Params) -> torch.Tensor:
+        """{name: (M, *shape)} -> z (M, z_dim), each row of unit L2 norm."""
+        self._check(params)
+        z = self.embed(self.input_scale(params))  # (M, Z)
+        return F.normalize(z, dim=-1)
+
+    def _check(self, params: Params) -> None:
+        missing = [p.name for p in self.structures if p.name not in params]
+        if missing:
+            raise WspaceError(
+                f"encoder {self.name!r} needs parameters {', '.join(missing)} (the architecture's layout); "
+                f"got {', '.join(params) or 'none'}"
+            )
+        num_models = params[self.structures[0].name].shape[0]
+        for p in self.structures:
+            got = tuple(params[p.name].shape)
+            if got != (num_models, *p.shape):
+                raise WspaceError(
+                    f"encoder {self.name!r}: parameter {p.name!r} must have shape "
+                    f"(models, {', '.join(map(str, p.shape))}) = {(num_models, *p.shape)}, got {got}"
+                )

@@ -61,7 +61,8 @@ def list_command(kind):
 def _register_subcommands() -> None:
     import importlib
 
-    for module in ("wspace_core.cli.zoo", "wspace_core.cli.run", "wspace_core.cli.predict"):
+    for module in ("wspace_core.cli.zoo", "wspace_core.cli.run", "wspace_core.cli.predict",
+                   "wspace_core.cli.compare"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

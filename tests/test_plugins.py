@@ -179,3 +179,50 @@ def test_installed_console_script():
     assert "wspace_lstm" in out.stdout
     out = subprocess.run([exe, "list", "architectures"], capture_output=True, text=True)
     assert out.returncode == 0 and "lstm" in out.stdout
+
+
+def test_third_party_objective_head_and_strategy_register(register_plugin, plugin_namespace):
+    """Every kind of thing can come from an outside plugin through its hook."""
+    from wspace_core.objective import Head, Objective
+    from wspace_core.probing import ProbingStrategy
+
+    class Hinge(Objective):
+        """A test objective."""
+
+    class Ordinal(Head):
+        """A test head."""
+
+        kinds = ("ordinal",)
+
+    class Zeros(ProbingStrategy):
+        """A test strategy."""
+
+    @hookimpl
+    def register_objectives(register):
+        register("hinge", Hinge)
+
+    @hookimpl
+    def register_heads(register):
+        register("ordinal", Ordinal)
+
+    @hookimpl
+    def register_probing_strategies(register):
+        register("zeros", Zeros)
+
+    @hookimpl
+    def register_task_families(register):
+        pass
+
+    plugin_namespace.register_objectives = register_objectives
+    plugin_namespace.register_heads = register_heads
+    plugin_namespace.register_probing_strategies = register_probing_strategies
+    plugin_namespace.register_task_families = register_task_families
+    register_plugin(plugin_namespace, name="outside")
+    assert plugins.objectives().get("hinge") is Hinge
+    assert plugins.heads().get("ordinal") is Ordinal
+    assert plugins.probing_strategies().get("zeros") is Zeros
+    info = {p["name"]: p for p in plugins.plugin_info(include_bundled=True)}
+    assert info["outside"]["hooks"] == ["register_heads", "register_objectives",
+                                        "register_probing_strategies", "register_task_families"]
+    result = CliRunner().invoke(cli, ["list", "objectives"])
+    assert "hinge" in result.output and "A test objective." in result.output

@@ -5,6 +5,7 @@ Resolution order (later wins): preset -> TOML file -> command-line flags.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,37 @@ def _positive_int(instance, attribute, value):
 
 
 def _positive_float(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise WspaceError(f"{attribute.name} must be a positive number, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise WspaceError(f"{attribute.name} must be a positive (finite) number, got {value!r}")
 
 
 def _non_negative_float(instance, attribute, value):
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
         raise WspaceError(f"{attribute.name} must be a non-negative number, got {value!r}")
+
+
+def check_device(instance, attribute, value) -> None:
+    """An attrs validator: ``value`` is a torch device name (cpu, cuda, cuda:N, mps, ...)."""
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise WspaceError(f"unknown device {value!r}; use cpu, cuda, cuda:N or mps") from None
+
+
+def require_device(value: str) -> None:
+    """Refuse a device this machine does not have (before any work is done)."""
+    import torch
+
+    check_device(None, None, value)
+    device = torch.device(value)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WspaceError(f"--device {value} was asked for but torch sees no GPU on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise WspaceError(f"--device {value}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise WspaceError(f"--device {value} was asked for but torch has no MPS backend here; use --device cpu")
 
 
 def _preset(instance, attribute, value):
@@ -80,7 +105,7 @@ class RunConfig:
     preset: str = attrs.field(default="quick", validator=_preset)
     seed: int = 0
     z_dim: int = attrs.field(default=16, validator=_positive_int)
-    device: str = "cpu"
+    device: str = attrs.field(default="cpu", validator=check_device)
     zoo: dict[str, Any] = attrs.field(factory=dict)  # overrides of the zoo preset (num_models, steps, ...)
     task_settings: dict[str, Any] = attrs.field(factory=dict)
     encoder_options: dict[str, Any] = attrs.field(factory=dict)

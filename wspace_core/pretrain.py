@@ -5,6 +5,13 @@ rollouts; z = normalise(E(θ)); the emulator reads the rollout inputs with teach
 scored against the network's stored outputs by the chosen objective. Validation and OOD
 emulation losses are measured at intervals; training stops early on the validation loss and the
 best state is kept. Checkpoints (weights, optimiser, RNG states, step) let a run resume.
+
+Under torchrun (WORLD_SIZE > 1) encoder and emulator train as one DistributedDataParallel module:
+each rank draws its share of the ``batch_size`` networks from its own sampler (seeded
+``distributed.rank_seed(seed, rank)``), so the effective batch stays ``batch_size``; the
+evaluation is shared out over the ranks and summed, every rank takes the same early-stopping
+decision (rank 0's, broadcast), and rank 0 alone writes checkpoints and calls ``log_metrics``.
+In one process none of this happens and training is exactly the single-process loop.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from wspace_core import plugins
+from wspace_core import distributed, plugins
 from wspace_core.architecture import Architecture
 from wspace_core.config import PretrainConfig
 from wspace_core.emulation import Emulator
@@ -131,20 +139,63 @@ def emulate(emulator: Emulator, z: torch.Tensor, inputs: torch.Tensor) -> torch.
     return pred.reshape(S, R, T, -1)
 
 
+class EmulationModel(nn.Module):
+    """Encoder and emulator as one module (what DistributedDataParallel wraps): the forward pass
+    of a training step, z = normalise(E(permuted θ)) and the emulator's predictions."""
+
+    def __init__(self, encoder: Encoder, emulator: Emulator, split: ZooSplit):
+        super().__init__()
+        self.encoder, self.emulator = encoder, emulator
+        self.split = split  # plain attribute: the rows' architecture, task and device
+
+    def forward(self, params, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """params {name: (S, *shape)}, inputs (S, R, T, I) -> predictions (S, R, T, O)."""
+        z = embed(self.encoder, self.split, params, generator, augment=True)
+        return emulate(self.emulator, z, inputs)
+
+
 @torch.no_grad()
-def evaluate_split(encoder: Encoder, emulator: Emulator, split: ZooSplit, config: PretrainConfig,
-                   objectives: dict[str, torch.nn.Module]) -> dict[str, float]:
-    """Mean emulation losses over every network of the split, on its first eval_rollouts rollouts."""
+def _loss_sums(encoder: Encoder, emulator: Emulator, split: ZooSplit, rows: np.ndarray,
+               config: PretrainConfig, objectives: dict[str, torch.nn.Module]) -> dict[str, float]:
+    """Summed emulation losses over the networks ``rows`` of the split (first eval_rollouts rollouts)."""
     encoder.eval(), emulator.eval()
     sums = {name: 0.0 for name in objectives}
-    for start in range(0, len(split), config.batch_size):
-        rows = split.rows[start:start + config.batch_size]
-        params, inputs, targets, mask = split.batch(rows, None, config.eval_rollouts)
+    for start in range(0, len(rows), config.batch_size):
+        batch_rows = rows[start:start + config.batch_size]
+        params, inputs, targets, mask = split.batch(batch_rows, None, config.eval_rollouts)
         pred = emulate(emulator, embed(encoder, split, params), inputs)
         for name, objective in objectives.items():
             sums[name] += objective(pred, targets, mask).sum().item()
     encoder.train(), emulator.train()
+    return sums
+
+
+def evaluate_split(encoder: Encoder, emulator: Emulator, split: ZooSplit, config: PretrainConfig,
+                   objectives: dict[str, torch.nn.Module]) -> dict[str, float]:
+    """Mean emulation losses over every network of the split, on its first eval_rollouts rollouts."""
+    sums = _loss_sums(encoder, emulator, split, split.rows, config, objectives)
     return {name: total / len(split) for name, total in sums.items()}
+
+
+def _evaluate_shared(encoder: Encoder, emulator: Emulator, split: ZooSplit, config: PretrainConfig,
+                     objectives: dict[str, torch.nn.Module], ctx: distributed.DistContext) -> dict[str, float]:
+    """``evaluate_split`` with the rows shared out over the ranks and the sums added up."""
+    if not ctx.enabled:
+        return evaluate_split(encoder, emulator, split, config, objectives)
+    rows = np.array_split(split.rows, ctx.world_size)[ctx.rank]  # contiguous: sequential memmap reads
+    sums = _loss_sums(encoder, emulator, split, rows, config, objectives)
+    total = distributed.sum_across_ranks(torch.tensor(list(sums.values()), dtype=torch.float64), ctx)
+    return {name: value / len(split) for name, value in zip(sums, total.tolist())}
+
+
+def _probe_loss(encoder: Encoder, emulator: Emulator, train: ZooSplit, objective: nn.Module,
+                per_net: int, seed: int) -> torch.Tensor:
+    """The loss of one small training step on the first networks, from a private generator:
+    what tells ``distributed.data_parallel`` which parameters a forward pass uses."""
+    generator = torch.Generator().manual_seed(seed)
+    params, inputs, targets, mask = train.batch(train.rows[:2], None, per_net)
+    z = embed(encoder, train, params, generator, augment=True)
+    return objective(emulate(emulator, z, inputs), targets, mask).mean()
 
 
 def _metric_objectives(config: PretrainConfig, output_kind: str) -> dict[str, torch.nn.Module]:
@@ -178,10 +229,13 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
              checkpoint_dir: Path | None = None, resume: bool = False,
              log_metrics: Callable[[dict, int], None] | None = None,
              progress: Callable[[PretrainProgress], None] | None = None) -> PretrainResult:
-    """Train encoder ``encoder_name`` by emulation on ``zoo``'s training networks."""
-    device_t = torch.device(device)
+    """Train encoder ``encoder_name`` by emulation on ``zoo``'s training networks. Under torchrun
+    with several processes: data-parallel over the ranks (see the module docstring)."""
+    ctx = distributed.setup(device)
+    device_t = torch.device(ctx.device(device))
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(distributed.rank_seed(seed, ctx.rank))
+    local_batch = distributed.local_batch_size(config.batch_size, ctx)
     train = ZooSplit(zoo, "train", device_t)
     evals = {name: ZooSplit(zoo, name, device_t) for name in ("validation", "ood")}
     task = train.task
@@ -208,30 +262,37 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
         state = load_checkpoint(ckpt_path)
         encoder.load_state_dict(state["encoder"]), emulator.load_state_dict(state["emulator"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["rng"]["generator"]), torch.set_rng_state(state["rng"]["torch"])
+        rng = distributed.restore_rank_rng(state, ctx) if ctx.enabled else state["rng"]
+        if rng is not None:
+            generator.set_state(rng["generator"]), torch.set_rng_state(rng["torch"])
+        else:  # a rank of a job larger than the one that wrote the checkpoint
+            generator.manual_seed(distributed.rank_seed(seed, ctx.rank) + state["step"])
         step, history, stale_evals = state["step"], list(state["history"]), state["stale_evals"]
         best = {"loss": state["best_loss"], "step": state["best_step"], "metrics": state["best_metrics"],
                 "state": state.get("best_state")}
 
-    def checkpoint():
-        if ckpt_path is None:
+    def checkpoint(collective: bool = True):
+        rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+        # every rank's sampler state, so that a job of the same size resumes exactly
+        per_rank = distributed.all_gather_object(rng, ctx) if ctx.enabled and collective else None
+        if ckpt_path is None or not ctx.is_main:
             return
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {} if per_rank is None else {"rng_ranks": per_rank}
         save_checkpoint(
             ckpt_path, encoder=encoder.state_dict(), emulator=emulator.state_dict(),
-            optimizer=optimizer.state_dict(),
-            rng={"generator": generator.get_state(), "torch": torch.get_rng_state()},
+            optimizer=optimizer.state_dict(), rng=rng,
             step=step, history=history, stale_evals=stale_evals, best_loss=best["loss"],
-            best_step=best["step"], best_metrics=best["metrics"], best_state=best["state"],
+            best_step=best["step"], best_metrics=best["metrics"], best_state=best["state"], **extra,
         )
 
     def run_eval():
         nonlocal stale_evals
-        metrics = {name: evaluate_split(encoder, emulator, split, config, metric_objectives)
+        metrics = {name: _evaluate_shared(encoder, emulator, split, config, metric_objectives, ctx)
                    for name, split in evals.items()}
         flat = {f"{split}/{m}": v for split, ms in metrics.items() for m, v in ms.items()}
         history.append({"step": step, **flat})
-        if log_metrics:
+        if log_metrics and ctx.is_main:
             log_metrics(flat, step)
         val = metrics["validation"][config.objective]
         if val < best["loss"]:
@@ -241,27 +302,37 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
             stale_evals = 0
         else:
             stale_evals += 1
+        stale_evals = distributed.broadcast_int(stale_evals, ctx)  # rank 0's stop decision for all
         return metrics
 
     start_time, stopped_early, last_eval = time.perf_counter(), False, None
     num_rollouts_stored = zoo.rollout_inputs.shape[1]
     per_net = min(config.rollouts_per_network, num_rollouts_stored)
+    model = distributed.data_parallel(EmulationModel(encoder, emulator, train), ctx, device_t,
+                                      lambda: _probe_loss(encoder, emulator, train, objective, per_net, seed))
+    # DDP averages the ranks' gradients; weighting each rank's mean by its share of the batch
+    # makes that the gradient of the mean over all batch_size networks (1.0 for equal shares)
+    share = local_batch * ctx.world_size / config.batch_size
     if step == 0:
         last_eval = run_eval()  # the untrained floor, step 0
     try:
         while step < config.steps:
-            pick = torch.randint(len(train), (config.batch_size,), generator=generator).numpy()
-            rollouts = torch.rand(config.batch_size, num_rollouts_stored, generator=generator
+            pick = torch.randint(len(train), (local_batch,), generator=generator).numpy()
+            rollouts = torch.rand(local_batch, num_rollouts_stored, generator=generator
                                   ).argsort(dim=1)[:, :per_net].numpy()
             params, inputs, targets, mask = train.batch(train.rows[pick], rollouts, per_net)
-            z = embed(encoder, train, params, generator, augment=True)
-            loss = objective(emulate(emulator, z, inputs), targets, mask).mean()
+            loss = objective(model(params, inputs, generator), targets, mask).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if share != 1.0 else loss).backward()
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
             optimizer.step()
             step += 1
-            if log_metrics and (step % 10 == 0 or step == config.steps):
+            if ctx.enabled and (step % 10 == 0 or step == config.steps):
+                # the loss over the whole effective batch (a collective: every rank takes part)
+                total = distributed.sum_across_ranks(loss.detach().reshape(1) * local_batch, ctx)
+                if log_metrics and ctx.is_main:
+                    log_metrics({"train/loss": total.item() / config.batch_size}, step)
+            elif log_metrics and (step % 10 == 0 or step == config.steps):
                 log_metrics({"train/loss": loss.item()}, step)
             if step % config.eval_every == 0 or step == config.steps:
                 last_eval = run_eval()
@@ -274,7 +345,7 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
                 stopped_early = True
                 break
     except KeyboardInterrupt:
-        checkpoint()
+        checkpoint(collective=False)  # the other ranks may be gone: no collective now
         raise
     checkpoint()
     if best["state"] is not None:

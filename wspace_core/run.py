@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 import torch
 
+from wspace_core import distributed
 from wspace_core.config import RunConfig
 from wspace_core.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, properties_of
 from wspace_core.emulation import EmulatorArchitecture
@@ -20,6 +21,8 @@ from wspace_core.pretrain import PretrainResult, ZooSplit, embed, pretrain
 from wspace_core.registry import WspaceError
 
 BASELINE = "no_information"
+#: files of a run directory: its configuration, its MLflow run, its checkpoint, its results
+CONFIG_JSON, RUN_JSON, CHECKPOINT, RESULTS_JSON = "config.json", "run.json", "checkpoint.pt", "results.json"
 
 Echo = Callable[[str], None]
 
@@ -37,16 +40,27 @@ def zoo_config_for(config: RunConfig):
     return preset_config(config.task, config.preset, **overrides)
 
 
+def zoo_path_for(config: RunConfig, zoo_config=None) -> Path:
+    """Where the zoo of ``config`` lives: ``out_dir/zoos/<arch>-<task>-<digest of its settings>``."""
+    zoo_config = zoo_config_for(config) if zoo_config is None else zoo_config
+    return Path(config.out_dir) / "zoos" / f"{config.arch}-{config.task}-{_digest(attrs.asdict(zoo_config))}"
+
+
 def ensure_zoo(config: RunConfig, echo: Echo, progress=None):
     """The zoo this run learns from: reused when one with the same configuration exists
-    under ``out_dir/zoos``, resumed when a build of it was interrupted, built otherwise."""
-    from wspace_core.zoo.build import build_zoo
+    under ``out_dir/zoos``, resumed when a build of it was interrupted, built otherwise
+    (under torchrun: built by all ranks, each its shard, and merged by rank 0)."""
+    from wspace_core.distributed import build_zoo
     from wspace_core.zoo.store import Zoo
 
     zoo_config = zoo_config_for(config)
-    path = Path(config.out_dir) / "zoos" / f"{config.arch}-{config.task}-{_digest(attrs.asdict(zoo_config))}"
-    if (path / "manifest.json").exists():
+    path = zoo_path_for(config, zoo_config)
+    ctx = distributed.setup(config.device)
+    manifest = None
+    if ctx.is_main and (path / "manifest.json").exists():
         manifest = json.loads((path / "manifest.json").read_text())
+    manifest = distributed.broadcast_object(manifest, ctx)  # under torchrun all take rank 0's branch
+    if manifest is not None:
         if manifest.get("status") == "complete":
             echo(f"reusing zoo {path}")
             return Zoo.open(path, expect_arch=config.arch)
@@ -67,13 +81,18 @@ def baseline_result(zoo, config: RunConfig, echo: Echo, progress=None) -> dict:
     key = _digest({"zoo": zoo.fingerprint, "pretrain": attrs.asdict(config.pretrain),
                    "z_dim": config.z_dim, "seed": config.seed, "preset": config.preset})
     path = Path(config.out_dir) / "baselines" / f"{key}.json"
-    if path.exists():
+    ctx = distributed.setup(config.device)
+    cached = json.loads(path.read_text()) if ctx.is_main and path.exists() else None
+    cached = distributed.broadcast_object(cached, ctx)  # under torchrun all take rank 0's branch
+    if cached is not None:
         echo(f"reusing the no-information baseline {path}")
-        return json.loads(path.read_text())
+        return cached
     echo("training the no-information baseline (z carries nothing about the network)")
     result = pretrain(zoo, BASELINE, config.pretrain, z_dim=config.z_dim, preset=config.preset,
                       seed=config.seed, device=config.device, progress=progress)
     summary = _result_summary(result)
+    if not ctx.is_main:  # under torchrun rank 0 alone writes
+        return summary
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
@@ -122,34 +141,70 @@ def _task_labels(zoo, rows: np.ndarray) -> np.ndarray:
 
 
 def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progress=None,
-        tracker=None) -> dict:
-    """The whole line at the configured preset; returns the results dictionary (also results.json)."""
+        tracker=None, run_dir: str | Path | None = None) -> dict:
+    """The whole line at the configured preset; returns the results dictionary (also results.json).
+    ``run_dir``: continue the run in that directory (its MLflow run, its checkpoint) instead of
+    starting a new one; ``resume_run`` is the way in."""
     from wspace_core import plots
     from wspace_core.tracking import Tracker
 
     t0 = time.perf_counter()
+    ctx = distributed.setup(config.device)  # under torchrun: join the job (one process: nothing)
+    if not ctx.is_main:  # rank 0 alone prints, tracks and writes; the others train along
+        tracker, echo, zoo_progress, pretrain_progress = Tracker.disabled(), _silent, None, None
     tracker = tracker or Tracker(config.tracking_uri, config.experiment, enabled=config.tracking)
     zoo = ensure_zoo(config, echo, zoo_progress)
-    run_dir = Path(config.out_dir) / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.encoder}-{config.task}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = run_dir is not None
+    if not resuming:
+        run_dir = _new_run_dir(config) if ctx.is_main else ""
+        run_dir = distributed.broadcast_object(str(run_dir), ctx)  # rank 0's name on every rank
+        if ctx.is_main:
+            _write_json(Path(run_dir) / CONFIG_JSON, attrs.asdict(config))
+    run_dir = Path(run_dir)
+    echo(f"{'continuing' if resuming else 'run directory'} {run_dir}")
+    if getattr(tracker, "local_dir", False) is None:
+        tracker.local_dir = run_dir  # named in the warning if the tracking store goes away
     baseline = baseline_result(zoo, config, echo, pretrain_progress)
 
+    record = read_run_record(run_dir) if resuming else {}
+    same_store = record.get("tracking_uri") == tracker.uri and record.get("experiment") == tracker.experiment
+    resume_id = record.get("mlflow_run_id") if same_store and getattr(tracker, "active", False) else None
+    if record.get("mlflow_run_id") and getattr(tracker, "active", False) and not resume_id:
+        echo(f"the run was tracked at {record.get('tracking_uri')}; logging the rest to a new MLflow run "
+             f"at {tracker.uri}")
     run_id = tracker.start_run(
         f"{config.encoder}-{config.task}",
         tags={"arch": config.arch, "task": config.task, "encoder": config.encoder,
               "zoo_fingerprint": zoo.fingerprint, "preset": config.preset},
+        **({"run_id": resume_id} if resume_id else {}),
     )
+    tracked = bool(getattr(tracker, "active", False))
+    if tracked or not record:  # an untracked continuation keeps the record of the tracked run
+        record = {"mlflow_run_id": str(run_id) or None, "tracking_uri": tracker.uri, "experiment": tracker.experiment,
+                  "params_logged": bool(resume_id and record.get("params_logged"))}
+        if ctx.is_main:
+            _write_json(run_dir / RUN_JSON, record)
     status = "FAILED"
     try:
-        tracker.log_params(attrs.asdict(config))
-        (run_dir / "config.json").write_text(json.dumps(attrs.asdict(config), indent=2))
-        tracker.log_artifact(run_dir / "config.json")
-        echo(f"pretraining {config.encoder} by emulation ({config.pretrain.steps} steps at most)")
+        if tracked and not record.get("params_logged"):  # logged once per MLflow run (params are immutable)
+            tracker.log_params(attrs.asdict(config))
+            tracker.log_artifact(run_dir / CONFIG_JSON)
+            if ctx.is_main and getattr(tracker, "active", False):
+                _write_json(run_dir / RUN_JSON, {**record, "params_logged": True})
+        checkpoint_found = bool(distributed.broadcast_object(resuming and (run_dir / CHECKPOINT).exists(), ctx))
+        if checkpoint_found:
+            echo(f"pretraining {config.encoder} from its last checkpoint ({config.pretrain.steps} steps at most)")
+        else:
+            echo(f"pretraining {config.encoder} by emulation ({config.pretrain.steps} steps at most)")
         result = pretrain(
             zoo, config.encoder, config.pretrain, z_dim=config.z_dim, preset=config.preset,
             encoder_options=config.encoder_options, seed=config.seed, device=config.device,
-            checkpoint_dir=run_dir, log_metrics=tracker.log_metrics, progress=pretrain_progress,
+            checkpoint_dir=run_dir, resume=checkpoint_found, log_metrics=tracker.log_metrics,
+            progress=pretrain_progress,
         )
+        if not ctx.is_main:  # rank 0 evaluates, plots and logs; every rank returns its results
+            status = "FINISHED"
+            return distributed.broadcast_object(None, ctx)
         torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
                     "encoder_name": config.encoder, "config": json.dumps(attrs.asdict(config))},
                    run_dir / "encoder.pt")
@@ -195,12 +250,117 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
         tracker.log_artifact(run_dir / "results.json")
         results["tracking"] = tracker.run_url_or_path()
         status = "FINISHED"
+        if ctx.enabled:  # the other ranks return these results, as plain JSON data
+            distributed.broadcast_object(json.loads(json.dumps(results, default=_json_default)), ctx)
         return results
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         tracker.end_run(status)
+
+
+def _silent(message: str) -> None:
+    """The echo of ranks other than 0."""
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.replace(path)
+
+
+def _new_run_dir(config: RunConfig) -> Path:
+    """A fresh directory ``out_dir/runs/<time>-<encoder>-<task>`` (suffixed if that name is taken)."""
+    base = Path(config.out_dir) / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.encoder}-{config.task}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise WspaceError(f"cannot create a run directory next to {base}; clean up {base.parent}")
+
+
+def read_run_record(run_dir: str | Path) -> dict:
+    """run.json of a run directory: its MLflow run id, tracking URI and experiment ({} if absent)."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise WspaceError(f"{path} is damaged ({err}); delete it to continue the run in a new MLflow run") from None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), (str, type(None)))
+                                               for k in ("mlflow_run_id", "tracking_uri", "experiment")):
+        raise WspaceError(f"{path} is not a wspace run record; delete it to continue the run in a new MLflow run")
+    return record
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The configuration a run directory was started with (its config.json), checked like a
+    configuration file: unknown keys and bad values are refused."""
+    path = Path(run_dir) / CONFIG_JSON
+    if not Path(run_dir).is_dir():
+        raise WspaceError(f"no run directory at {run_dir}; pass a directory under OUT_DIR/runs/ to --resume")
+    if not path.exists():
+        raise WspaceError(f"{run_dir} is not a `wspace run` directory (it has no {CONFIG_JSON}); pass a "
+                          f"directory under OUT_DIR/runs/ to --resume, or start a new run")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise WspaceError(f"{path} is damaged ({err}); the run cannot be continued: start a new run") from None
+    return config_from_dict(raw, str(path))
+
+
+def config_from_dict(raw, source: str) -> RunConfig:
+    """A RunConfig from its stored plain data (``attrs.asdict``), checked like a configuration file."""
+    from wspace_core.config import resolve
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("pretrain", {}), dict):
+        raise WspaceError(f"{source} does not hold a run configuration; start a new run")
+    try:
+        return resolve(raw)
+    except WspaceError as err:
+        raise WspaceError(f"{source}: {err}") from None
+    except TypeError as err:
+        raise WspaceError(f"{source} holds a configuration this wspace cannot read ({err}); start a new run") from None
+
+
+def resume_run(run_dir: str | Path, echo: Echo = print, zoo_progress=None, pretrain_progress=None,
+               tracking_uri: str | None = None, tracking: bool | None = None) -> dict:
+    """Continue the interrupted run in ``run_dir`` with the configuration stored there: the zoo
+    is reused (or its build resumed), pretraining continues from the last checkpoint, and
+    metrics go to the same MLflow run (``tracking_uri`` overrides the recorded store). A finished
+    run is not run again: its results are returned."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    results_path = run_dir / RESULTS_JSON
+    if results_path.exists():
+        echo(f"run {run_dir} already finished; nothing to continue")
+        try:
+            return json.loads(results_path.read_text())
+        except (OSError, ValueError) as err:
+            raise WspaceError(f"{results_path} is damaged ({err}); delete it to redo the evaluation") from None
+    if (run_dir / CHECKPOINT).exists():
+        from wspace_core.pretrain import load_checkpoint
+
+        state = load_checkpoint(run_dir / CHECKPOINT)  # a damaged or hostile file stops us before any work
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise WspaceError(f"{run_dir / CHECKPOINT} is not a wspace pretraining checkpoint; delete it to "
+                              f"restart the pretraining of this run from step 0")
+    record = read_run_record(run_dir)
+    out_dir = run_dir.resolve().parent.parent  # runs live in OUT_DIR/runs/<name>
+    if Path(config.out_dir).resolve() != out_dir:
+        config = attrs.evolve(config, out_dir=str(out_dir))
+    from wspace_core.tracking import Tracker
+
+    enabled = config.tracking if tracking is None else tracking
+    uri = tracking_uri or record.get("tracking_uri") or config.tracking_uri
+    tracker = Tracker(uri, record.get("experiment") or config.experiment, enabled=enabled)
+    return run(config, echo, zoo_progress, pretrain_progress, tracker=tracker, run_dir=run_dir)
 
 
 def _corr(a, b) -> float:
@@ -237,5 +397,6 @@ def results_table(results: dict) -> str:
             key, _ = headline(splits["validation"])
             lines.append(f"  {prop:22s} {key:15s} {splits['validation'][key]:8.4f} / {splits['ood'][key]:8.4f}")
     lines.append(f"run directory: {results['run_dir']}")
-    lines.append(f"MLflow run {results['mlflow_run_id']}: {results.get('tracking')}")
+    where = results.get("tracking") or "not tracked to the end (see the messages above)"
+    lines.append(f"MLflow run {results['mlflow_run_id'] or '(none)'}: {where}")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 
 import click
 
@@ -16,7 +17,10 @@ class WspaceGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                # a stale zoo lock taken over is also logged: say it once, without a source line
+                warnings.filterwarnings("ignore", message="taking over the ", category=UserWarning)
+                return super().invoke(ctx)
         except WspaceError as err:
             raise click.ClickException(str(err)) from None
 

@@ -28,17 +28,27 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print):
     """(config, zoo, encoder) of a finished `wspace run`."""
     import torch
 
-    from wspace_core.config import PretrainConfig, RunConfig
     from wspace_core.pretrain import build_encoder, encoder_context, load_checkpoint
-    from wspace_core.run import ensure_zoo
+    from wspace_core.run import config_from_dict, ensure_zoo
 
-    state = load_checkpoint(_checkpoint_path(ref, tracking_uri))
-    raw = json.loads(state["config"])
-    raw["pretrain"] = PretrainConfig(**raw["pretrain"])
-    config = RunConfig(**raw)
+    path = _checkpoint_path(ref, tracking_uri)
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), str) or \
+            not isinstance(state.get("encoder"), dict):
+        raise WspaceError(f"{path} is not an encoder checkpoint of `wspace run` (it lacks the encoder weights "
+                          f"or the run configuration); pass the run directory of a finished run")
+    try:
+        raw = json.loads(state["config"])
+    except ValueError as err:
+        raise WspaceError(f"{path}: the stored run configuration is damaged ({err})") from None
+    config = config_from_dict(raw, f"{path} (its run configuration)")
     zoo = ensure_zoo(config, echo)
     encoder = build_encoder(config.encoder, encoder_context(zoo, config.z_dim, config.preset, config.encoder_options))
-    encoder.load_state_dict(state["encoder"])
+    try:
+        encoder.load_state_dict(state["encoder"])
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise WspaceError(f"{path}: the stored encoder weights do not fit a {config.encoder!r} encoder "
+                          f"({str(err).splitlines()[0]}); the checkpoint is damaged or from another wspace") from None
     return config, zoo, encoder.to(torch.device(config.device))
 
 

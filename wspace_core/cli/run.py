@@ -115,11 +115,37 @@ class Progress:
         self.zoo_line = self.pre_line = None
 
 
+#: options that may accompany --resume: where to log, not what to compute
+RESUME_OPTIONS = ("tracking_uri", "no_tracking")
+
+
+def check_plugins(config) -> None:
+    """Unknown plugin names and a device this machine lacks fail before any work is done."""
+    from wspace_core import plugins
+    from wspace_core.config import require_device
+
+    require_device(config.device)
+
+    plugins.architectures().get(config.arch)
+    plugins.task_families().get(config.task)
+    plugins.encoders().get(config.encoder)
+    plugins.objectives().get(config.pretrain.objective)
+    strategy = config.encoder_options.get("probing_strategy")
+    if isinstance(strategy, str):
+        plugins.probing_strategies().get(strategy)
+
+
 @click.command(name="run")
 @click.option("--encoder", default=None,
               help="Encoder plugin name (default interactive_probing; see `wspace list encoders`).")
+@click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="Continue the interrupted run in RUN_DIR (the `run directory` it printed, under "
+                   "OUT_DIR/runs/) with the configuration stored there: pretraining goes on from its "
+                   "last checkpoint and logs to the same MLflow run. Only --tracking-uri and "
+                   "--no-tracking may be given with it.")
 @run_options
-def run_command(encoder, **opts):
+def run_command(encoder, resume_dir, **opts):
     """Build (or reuse) a zoo, pretrain an encoder by emulation, evaluate it, log one MLflow run.
 
     With no flags: the quick preset of formal languages with the interactive probing encoder,
@@ -127,23 +153,37 @@ def run_command(encoder, **opts):
 
     \b
         wspace run --arch lstm --task formal_languages --encoder interactive_probing
-    """
-    from wspace_core import plugins
-    from wspace_core.run import results_table, run
 
-    config = config_from_options(encoder, opts)
-    plugins.architectures().get(config.arch)  # unknown names fail before any work
-    plugins.task_families().get(config.task)
-    plugins.encoders().get(config.encoder)
-    plugins.objectives().get(config.pretrain.objective)
+    Interrupted (Ctrl-C, a crash, a lost machine)? `wspace run --resume RUN_DIR` continues it;
+    running the first command again reuses the zoo but starts pretraining afresh.
+    """
+    from wspace_core.run import load_run_config, results_table, resume_run, run
+
     progress = Progress()
+    echo = lambda m: click.echo(m, err=True)  # noqa: E731
+    if resume_dir is not None:
+        given = [name for name, value in [("encoder", encoder), *opts.items()]
+                 if name not in RESUME_OPTIONS and value not in (None, False, ())]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise WspaceError(f"--resume continues {resume_dir} with the configuration stored in it; drop "
+                              f"{flags} (to change the configuration, start a new run)")
+        check_plugins(load_run_config(resume_dir))
+        call = lambda: resume_run(resume_dir, echo, progress.zoo, progress.pretrain,  # noqa: E731
+                                  tracking_uri=opts.get("tracking_uri"),
+                                  tracking=False if opts.get("no_tracking") else None)
+    else:
+        config = config_from_options(encoder, opts)
+        check_plugins(config)
+        call = lambda: run(config, echo=echo, zoo_progress=progress.zoo,  # noqa: E731
+                           pretrain_progress=progress.pretrain)
     try:
-        results = run(config, echo=lambda m: click.echo(m, err=True), zoo_progress=progress.zoo,
-                      pretrain_progress=progress.pretrain)
+        results = call()
     except KeyboardInterrupt:
         progress.close()
         click.echo("interrupted: the zoo keeps every committed chunk and the run its last checkpoint; "
-                   "run the same command again to continue", err=True)
+                   "continue it with `wspace run --resume RUN_DIR` (the run directory printed above)",
+                   err=True)
         raise SystemExit(130)
     progress.close()
     click.echo(results_table(results))

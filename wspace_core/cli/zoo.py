@@ -86,21 +86,37 @@ def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size,
     """Train a zoo of networks and write it to --out, chunk by chunk.
 
     Ctrl-C stops it without damage: committed chunks stay, and `--resume` continues from them.
+    Under torchrun (`torchrun --nproc-per-node N -m wspace_core.cli zoo build ...`) each rank
+    builds its share of the chunks into --out and rank 0 merges them (docs/scaling.md).
     """
+    from wspace_core import distributed
     from wspace_core.zoo import build
+    from wspace_core.config import require_device
 
     overrides = {"arch": arch, "seed": seed, "num_models": num_models, "chunk_size": chunk_size,
                  "steps": steps, "device": device}
+    if device is not None:
+        require_device(device)  # before any work
     config = build.preset_config(task, preset, **{k: v for k, v in overrides.items() if v is not None})
-    bar = BuildProgressBar(config.num_models)
+    ctx = distributed.launch_context()  # a torchrun launch with WORLD_SIZE > 1, or one process
+    models = config.num_models
+    if ctx.enabled:
+        distributed.setup(config.device)
+        models = distributed.shard_num_models(config.num_models, config.chunk_size, ctx)
+        if ctx.is_main:
+            click.echo(f"rank 0 of {ctx.world_size}: every rank builds its chunks into {out}, then rank 0 "
+                       f"merges them; the progress shown is rank 0's share", err=True)
+    bar = BuildProgressBar(models)
     try:
-        result = build.build_zoo(config, out, resume=resume, progress=bar)
+        result = distributed.build_zoo(config, out, resume=resume, progress=bar if ctx.is_main else None)
     except KeyboardInterrupt:
         bar.close()
-        click.echo(_interrupted_message(out, bar), err=True)
+        if ctx.is_main:
+            click.echo(_interrupted_message(out, bar), err=True)
         raise click.exceptions.Exit(130) from None
     bar.close()
-    click.echo(f"zoo complete: {result.path} ({result.num_models} models, {result.num_rows} rows)")
+    if ctx.is_main:
+        click.echo(f"zoo complete: {result.path} ({result.num_models} models, {result.num_rows} rows)")
 
 
 def _interrupted_message(out: str, bar: BuildProgressBar) -> str:

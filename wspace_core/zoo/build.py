@@ -1,14 +1,24 @@
-"""The batched zoo builder: K networks of a chunk train as ONE computation.
+"""The batched zoo builder: the K networks of a chunk train as one batched computation.
 
 Every parameter tensor has a leading model dimension; each model has its own task, its own data
-stream, its own optimiser state and its own generators, seeded from (zoo seed, model index), so a
-chunk of K models gives what K single-model builds with the same seeds give (to float tolerance),
+stream, its own optimiser state and its own generators, seeded from (zoo seed, model index). So a
+chunk of K models gives what K single-model builds with the same seeds give (to float rounding),
 and a build split into chunks, resumed, or sharded over ranks gives the same zoo.
+
+On CPU a chunk trains in groups of CPU_GROUP_SIZE models, each group one batched computation,
+spread over one single-threaded worker process per core: on these small per-step tensors that
+beats splitting every op across cores (OpenMP) or threads (the GIL). Groups never exchange data,
+so the zoo depends on neither the group size nor the number of workers.
+
+    config = preset_config("formal_languages", "quick", num_models=64)
+    zoo = build_zoo(config, "zoos/fl", progress=print)
 """
 
 from __future__ import annotations
 
-import hashlib
+import multiprocessing as mp
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,19 +29,22 @@ import torch
 from einops import rearrange
 
 from wspace_core import plugins
-from wspace_core.architecture import Architecture, Params, Sizes
+from wspace_core.architecture import Architecture, Sizes
+from wspace_core.config import check_device
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily, TrainingSchedule
 from wspace_core.zoo.store import Zoo, ZooWriter
+from wspace_core.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
 
 PAPER_STEPS = 20_000
 PAPER_SNAPSHOTS = (0, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
 PAPER_LR_POINTS = ((0, 0.01), (10_000, 0.003), (20_000, 0.0003))
 
-
-def _fractions(instance, attribute, value):
-    if len(value) != 3 or any(v < 0 for v in value) or not abs(sum(value) - 1) < 1e-6:
-        raise WspaceError(f"split_fractions must be three non-negative numbers summing to 1, got {value!r}")
+#: seconds between progress reports while a chunk trains
+PROGRESS_INTERVAL_S = 0.5
+#: models per batched group on CPU: small enough that a step's tensors stay in cache (measured
+#: fastest per core among 8, 16, 32, 64 for the 2-layer hidden-32 LSTM; benchmarks/zoo_build.py)
+CPU_GROUP_SIZE = 16
 
 
 def _positive(instance, attribute, value):
@@ -39,9 +52,34 @@ def _positive(instance, attribute, value):
         raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
+def _fractions(instance, attribute, value):
+    if (len(value) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in value)
+            or not abs(sum(value) - 1) < 1e-6):
+        raise WspaceError(f"split_fractions must be three non-negative numbers (train, validation, ood) "
+                          f"summing to 1, got {value!r}")
+
+
+def _schedule(instance, attribute, value):
+    if not isinstance(value, TrainingSchedule):
+        raise WspaceError(f"schedule must be a wspace_core.task.TrainingSchedule, got {type(value).__name__}")
+    if not isinstance(value.steps, int) or value.steps < 1:
+        raise WspaceError(f"the schedule needs at least 1 training step, got {value.steps!r}")
+    if not isinstance(value.batch_size, int) or value.batch_size < 1:
+        raise WspaceError(f"batch_size must be a positive integer, got {value.batch_size!r}")
+    snaps = list(value.snapshot_steps)
+    if not snaps or snaps != sorted(set(snaps)) or snaps[0] < 0 or snaps[-1] > value.steps:
+        raise WspaceError(f"snapshot_steps must be increasing steps in 0..{value.steps}, got {snaps}")
+    points = [s for s, _ in value.lr_points]
+    if not points or points != sorted(set(points)):
+        raise WspaceError(f"lr_points must be (step, lr) pairs at increasing steps, got {value.lr_points}")
+
+
 @attrs.frozen
 class ZooConfig:
-    """How a zoo is built; stored in the manifest (all but ``device`` is part of its fingerprint)."""
+    """How a zoo is built; stored in the manifest (all but ``device`` is part of its fingerprint).
+
+    ``data_block``: training batches are drawn ``data_block`` steps at a time per model (sampling
+    cost amortised); it changes which examples a model sees, so it is part of the zoo."""
 
     task: str
     arch: str = "lstm"
@@ -51,16 +89,27 @@ class ZooConfig:
     num_models: int = attrs.field(default=96, validator=_positive)
     chunk_size: int = attrs.field(default=96, validator=_positive)
     schedule: TrainingSchedule = attrs.field(
-        factory=lambda: TrainingSchedule(steps=PAPER_STEPS, snapshot_steps=PAPER_SNAPSHOTS))
+        factory=lambda: TrainingSchedule(steps=PAPER_STEPS, snapshot_steps=PAPER_SNAPSHOTS),
+        validator=_schedule)
     num_rollouts: int = attrs.field(default=100, validator=_positive)
-    seed: int = 0
+    seed: int = attrs.field(default=0)
     split_fractions: tuple[float, float, float] = attrs.field(default=(0.7, 0.15, 0.15), converter=tuple,
                                                               validator=_fractions)
-    device: str = "cpu"
+    device: str = attrs.field(default="cpu", validator=check_device)
+    data_block: int = attrs.field(default=10, validator=_positive)
+
+    def __attrs_post_init__(self):
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise WspaceError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.chunk_size > self.num_models:
+            raise WspaceError(f"chunk_size ({self.chunk_size}) cannot exceed num_models ({self.num_models}); "
+                              f"lower chunk_size")
 
 
 @attrs.frozen
 class BuildProgress:
+    """Where a build stands; ``model_steps_*`` count the chunks this call builds."""
+
     model_steps_done: int
     model_steps_total: int
     chunks_done: int
@@ -69,63 +118,76 @@ class BuildProgress:
 
 
 def scaled_schedule(steps: int, batch_size: int = 32, weight_decay: float = 1e-4) -> TrainingSchedule:
-    """The paper's schedule (snapshots and learning-rate points) scaled to ``steps``."""
-    if not isinstance(steps, int) or steps < 1:
+    """The paper's schedule scaled to ``steps``: its 9 snapshot steps and its learning-rate
+    points (0.01 → 0.003 at half → 0.0003 at the end) at the same fractions of training
+    (snapshots that round onto the same step merge)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise WspaceError(f"steps must be a positive integer, got {steps!r}")
     snaps = sorted({round(s * steps / PAPER_STEPS) for s in PAPER_SNAPSHOTS})
-    lr = tuple((round(s * steps / PAPER_STEPS), v) for s, v in PAPER_LR_POINTS)
+    lr, last = [], -1
+    for s, v in PAPER_LR_POINTS:
+        at = max(round(s * steps / PAPER_STEPS), last + 1)
+        lr.append((at, v))
+        last = at
     return TrainingSchedule(steps=steps, snapshot_steps=tuple(snaps), batch_size=batch_size,
-                            lr_points=lr, weight_decay=weight_decay)
+                            lr_points=tuple(lr), weight_decay=weight_decay)
 
 
-#: preset -> (ZooConfig fields, task settings per task family)
+#: preset -> (ZooConfig fields and ``steps``, task settings per task family). Hidden 32, 2 layers,
+#: batch 32 everywhere. "quick" is sized for a 2-core laptop CPU (minutes), "smoke" for tests.
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {
-    "smoke": (dict(num_models=12, chunk_size=6, steps=40, num_rollouts=8),
-              {"formal_languages": {"num_eval_strings": 64}, "tiled_mnist": {"num_eval_images": 64}}),
+    "smoke": (dict(num_models=8, chunk_size=4, steps=30, num_rollouts=4),
+              {"formal_languages": {"num_eval_strings": 32}, "tiled_mnist": {"num_eval_images": 32}}),
     "quick": (dict(num_models=96, chunk_size=96, steps=2000, num_rollouts=100),
               {"formal_languages": {"num_eval_strings": 500}, "tiled_mnist": {"num_eval_images": 200}}),
-    "paper": (dict(num_models=1000, chunk_size=250, steps=PAPER_STEPS, num_rollouts=100), {}),
+    "paper": (dict(num_models=1000, chunk_size=100, steps=PAPER_STEPS, num_rollouts=100), {}),
 }
+#: the paper preset's chunk on a GPU: all 1000 models at once
+PAPER_GPU_CHUNK = 1000
 
 
 def preset_config(task: str, preset: str = "quick", **overrides: Any) -> ZooConfig:
-    """The zoo of a preset, with ``overrides`` (ZooConfig fields, or ``steps``) winning. When
-    ``steps`` is given, snapshot steps and learning-rate points scale with it."""
+    """The zoo config of ``preset`` for ``task``, with ``overrides`` winning: any ZooConfig
+    field, or ``steps`` (snapshot steps and learning-rate points then scale with it).
+    ``task_settings`` overrides merge into the preset's settings for the family.
+    A preset chunk larger than an overridden ``num_models`` shrinks to it."""
     if preset not in PRESETS:
         raise WspaceError(f"unknown zoo preset {preset!r}; presets: {', '.join(PRESETS)}")
-    fields, task_settings = PRESETS[preset]
-    values = {k: v for k, v in fields.items()}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    steps = values.pop("steps")
-    known = {f.name for f in attrs.fields(ZooConfig)}
-    unknown = sorted(set(values) - known)
+    fields, preset_settings = PRESETS[preset]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    known = {f.name for f in attrs.fields(ZooConfig)} - {"task"}
+    unknown = sorted(set(overrides) - known - {"steps"})
     if unknown:
         raise WspaceError(f"unknown zoo setting(s) {', '.join(unknown)}; valid: steps, {', '.join(sorted(known))}")
-    if "schedule" not in values:
-        values["schedule"] = scaled_schedule(steps)
-    settings = dict(task_settings.get(task, {}))
+    values = dict(fields)
+    if preset == "paper" and str(overrides.get("device", "cpu")).startswith("cuda"):
+        values["chunk_size"] = PAPER_GPU_CHUNK
+    values.update(overrides)
+    steps = values.pop("steps")
+    if "schedule" in overrides and "steps" in overrides:
+        raise WspaceError("give either steps or schedule, not both")
+    values.setdefault("schedule", scaled_schedule(steps))
+    settings = dict(preset_settings.get(task, {}))
     settings.update(values.pop("task_settings", {}) or {})
-    config = ZooConfig(task=task, task_settings=settings, **values)
-    if config.chunk_size > config.num_models:
-        config = attrs.evolve(config, chunk_size=config.num_models)
-    return config
+    if "chunk_size" not in overrides:
+        values["chunk_size"] = min(values["chunk_size"], values["num_models"])
+    return ZooConfig(task=task, task_settings=settings, **values)
 
 
-def _seed(*parts: Any) -> int:
-    """A generator seed from plain parts, the same on every machine (no Python hash())."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
-
-
-def _generators(seed: int, kind: str, models: Sequence[int], device: str = "cpu") -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(_seed(seed, kind, int(m))) for m in models]
+# ---- tasks, components ------------------------------------------------------------------------
 
 
 def assign_tasks(task: TaskFamily, config: ZooConfig) -> tuple[np.ndarray, torch.Tensor]:
-    """Every model's split (R,) int (index into SPLITS) and task row, fixed by the zoo seed alone."""
+    """Every model's split (num_models,) int (index into SPLITS) and task row, fixed by the zoo
+    seed alone: split sizes from ``split_fractions``, models shuffled into them, tasks drawn
+    within each split (``task.sample_tasks(n, generator, split=...)``)."""
     n = config.num_models
     counts = [int(round(f * n)) for f in config.split_fractions]
     counts[0] = n - counts[1] - counts[2]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(config.seed, "splits")))
+    if counts[0] < 0:
+        counts[1] += counts[0]
+        counts[0] = 0
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(config.seed, "splits")))
     split = np.empty(n, dtype=np.int64)
     tasks = torch.empty(n, len(task.task_columns), dtype=torch.float64)
     start = 0
@@ -134,46 +196,22 @@ def assign_tasks(task: TaskFamily, config: ZooConfig) -> tuple[np.ndarray, torch
         start += count
         split[models.numpy()] = index
         if count:
-            gen = torch.Generator().manual_seed(_seed(config.seed, "tasks", name))
-            tasks[models] = task.sample_tasks(count, gen, split=name).to(torch.float64)
+            gen = torch.Generator().manual_seed(derive_seed(config.seed, "tasks", name))
+            drawn = torch.as_tensor(task.sample_tasks(count, gen, split=name), dtype=torch.float64)
+            if tuple(drawn.shape) != (count, len(task.task_columns)):
+                raise WspaceError(f"task family {task.name!r} sample_tasks returned shape {tuple(drawn.shape)}, "
+                                  f"expected ({count}, {len(task.task_columns)})")
+            tasks[models] = drawn
     return split, tasks
 
 
-class BatchedAdamW:
-    """AdamW over parameters with a leading model dimension; weight decay per model (M,).
-    Elementwise, so M models in one tensor are updated exactly as M separate optimisers."""
-
-    def __init__(self, params: Params, weight_decay: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.betas, self.eps = params, betas, eps
-        self.decay = {k: weight_decay.to(p).reshape(-1, *([1] * (p.ndim - 1))) for k, p in params.items()}
-        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grads: dict[str, torch.Tensor], lr: float) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for k, p in self.params.items():
-            g = grads[k]
-            p.mul_(1 - lr * self.decay[k])
-            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
-            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (self.v[k] / bc2).sqrt_().add_(self.eps)
-            p.addcdiv_(self.m[k], denom, value=-lr / bc1)
+def task_for(config: ZooConfig) -> TaskFamily:
+    return plugins.task_families().get(config.task)(**config.task_settings)
 
 
 def architecture_for(config: ZooConfig, task: TaskFamily) -> Architecture:
     sizes = Sizes(task.input_size, config.hidden_size, task.output_size, config.num_layers)
     return plugins.architectures().get(config.arch)(sizes)
-
-
-def task_for(config: ZooConfig) -> TaskFamily:
-    try:
-        return plugins.task_families().get(config.task)(**config.task_settings)
-    except TypeError as err:
-        raise WspaceError(f"bad settings for task family {config.task!r}: {err}") from None
 
 
 def manifest_base(config: ZooConfig, arch: Architecture, task: TaskFamily) -> dict[str, Any]:
@@ -185,94 +223,205 @@ def manifest_base(config: ZooConfig, arch: Architecture, task: TaskFamily) -> di
     }
 
 
-def train_chunk(config: ZooConfig, arch: Architecture, task: TaskFamily, models: Sequence[int],
-                split: np.ndarray, tasks: torch.Tensor, tick: Callable[[int], None] | None = None,
-                data_block: int = 10) -> dict[str, np.ndarray]:
-    """Train ``models`` as one batched computation; the chunk's arrays in (model, snapshot) order."""
-    device = torch.device(config.device)
-    schedule = config.schedule
+def default_workers(device: str) -> int:
+    """Worker processes for model groups: one per CPU core (at most 8); none on an accelerator."""
+    if not str(device).startswith("cpu"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
+
+
+# ---- running groups: in this process, or in worker processes -----------------------------------
+
+
+class _InProcess:
+    """Groups trained one after another in this process (exceptions and Ctrl-C surface at once)."""
+
+    def __init__(self, arch: Architecture, task: TaskFamily):
+        self.arch, self.task = arch, task
+
+    def run(self, specs: list[GroupSpec], on_steps: Callable[[int], None]) -> list[Snapshots]:
+        done = [0] * len(specs)
+        last = [time.perf_counter()]
+        results = []
+        for index, spec in enumerate(specs):
+            def tick(steps: int, _i=index, _k=len(spec.models)) -> None:
+                done[_i] = steps * _k
+                now = time.perf_counter()
+                if now - last[0] >= PROGRESS_INTERVAL_S:
+                    last[0] = now
+                    on_steps(sum(done))
+            results.append(train_group(self.arch, self.task, spec, tick))
+        return results
+
+    def close(self, terminate: bool = False) -> None:
+        pass
+
+
+_worker: dict[str, Any] = {}
+
+
+def _worker_init(arch: Architecture, task: TaskFamily, counters) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    torch.set_num_threads(1)  # one core per process: no OpenMP barriers on tiny per-step ops
+    _worker.update(arch=arch, task=task, counters=counters)
+
+
+def _worker_train(index: int, spec: GroupSpec) -> Snapshots:
+    counters, k = _worker["counters"], len(spec.models)
+
+    def tick(steps: int) -> None:
+        counters[index] = steps * k
+
+    return train_group(_worker["arch"], _worker["task"], spec, tick)
+
+
+class _ProcessPool:
+    """Groups trained side by side in ``workers`` single-threaded processes (spawned once per
+    build). Separate processes, not threads: thousands of tiny ops per step would serialise on
+    the GIL, and OpenMP's per-op barriers stall whenever another process takes a core."""
+
+    def __init__(self, arch: Architecture, task: TaskFamily, workers: int, max_groups: int):
+        ctx = mp.get_context("spawn")
+        self.counters = ctx.Array("q", max_groups, lock=False)
+        self.pool = ctx.Pool(workers, initializer=_worker_init, initargs=(arch, task, self.counters))
+
+    def run(self, specs: list[GroupSpec], on_steps: Callable[[int], None]) -> list[Snapshots]:
+        for i in range(len(specs)):
+            self.counters[i] = 0
+        pending = [self.pool.apply_async(_worker_train, (i, spec)) for i, spec in enumerate(specs)]
+        reported, last = -1, time.perf_counter()
+        while not all(r.ready() for r in pending):
+            time.sleep(0.05)
+            for r in pending:
+                if r.ready() and not r.successful():
+                    r.get()  # raises the worker's exception here
+            done = sum(self.counters[i] for i in range(len(specs)))
+            if done != reported and time.perf_counter() - last >= PROGRESS_INTERVAL_S:
+                reported, last = done, time.perf_counter()
+                on_steps(done)
+        return [r.get() for r in pending]
+
+    def close(self, terminate: bool = False) -> None:
+        if terminate:
+            self.pool.terminate()
+        else:
+            self.pool.close()
+        self.pool.join()
+
+
+# ---- training a chunk --------------------------------------------------------------------------
+
+
+def group_specs(config: ZooConfig, models: Sequence[int], tasks: torch.Tensor, group_size: int) -> list[GroupSpec]:
+    """The chunk's models in contiguous groups of at most ``group_size``."""
     models = list(models)
-    chunk_tasks = tasks[models]
-    init_gens = _generators(config.seed, "init", models)
-    params = {k: torch.cat(v).to(device) for k, v in zip(
-        arch.layout.names, zip(*[arch.init(1, g).values() for g in init_gens]))}
-    data_gens = _generators(config.seed, "data", models)
-    eval_gens = _generators(config.seed, "eval", models)
-    opt = BatchedAdamW(params, task.weight_decay(chunk_tasks, schedule))
-    snapshots = set(schedule.snapshot_steps)
-    weights, metrics, roll_in, roll_out = [], [], [], []
-    block_x = block_y = None
-    for step in range(schedule.steps + 1):
-        if step in snapshots:
-            with torch.no_grad():
-                weights.append(arch.layout.flatten(params).cpu())
-                m = task.evaluate(arch, params, chunk_tasks, eval_gens)
-                metrics.append(torch.stack([m[c].double().cpu() for c in task.metric_columns], dim=1))
-                x_r, y_r = task.rollouts(arch, params, chunk_tasks, config.num_rollouts, eval_gens)
-                roll_in.append(x_r.cpu()), roll_out.append(y_r.cpu().half())
-        if step == schedule.steps:
-            break
-        offset = step % data_block
-        if offset == 0:  # one draw per block of steps per model, sliced per step
-            block_x, block_y = task.training_batch(chunk_tasks, schedule.batch_size * data_block,
-                                                   data_gens, device=device)
-        sl = slice(offset * schedule.batch_size, (offset + 1) * schedule.batch_size)
-        x, y = block_x[:, sl], block_y[:, sl]
-        leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
-        outputs, _ = arch.forward(leaves, x)
-        loss = task.training_loss(outputs, y).sum()  # each model's gradient is its own
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        opt.step(dict(zip(leaves, grads)), schedule.lr_at(step))
-        if tick:
-            tick(step + 1)
-    S, K = len(weights), len(models)
-    meta_cols = [
-        torch.tensor(models, dtype=torch.float64).repeat_interleave(S),
-        torch.arange(S, dtype=torch.float64).repeat(K),
-        torch.tensor(schedule.snapshot_steps, dtype=torch.float64).repeat(K),
-        torch.from_numpy(split[models].astype(np.float64)).repeat_interleave(S),
-    ]
-    meta = torch.cat([torch.stack(meta_cols, 1), chunk_tasks.repeat_interleave(S, 0),
-                      rearrange(torch.stack(metrics), "s m c -> (m s) c")], dim=1)
-    return {
-        "weights": rearrange(torch.stack(weights), "s m p -> (m s) p").numpy(),
-        "rollout_inputs": rearrange(torch.stack(roll_in), "s m ... -> (m s) ...").numpy(),
-        "rollout_outputs": rearrange(torch.stack(roll_out), "s m ... -> (m s) ...").numpy(),
-        "metadata": meta.numpy(),
-    }
+    count = -(-len(models) // group_size)
+    return [GroupSpec(models=[models[i] for i in group], tasks=tasks[[models[i] for i in group]],
+                      seed=config.seed, schedule=config.schedule, num_rollouts=config.num_rollouts,
+                      device=config.device, data_block=config.data_block)
+            for group in split_groups(len(models), count)]
+
+
+def train_chunk(config: ZooConfig, arch: Architecture, task: TaskFamily, models: Sequence[int],
+                split: np.ndarray, tasks: torch.Tensor, group_size: int | None = None,
+                runner=None, on_steps: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Train ``models`` (global indices) and return the chunk's arrays, rows in (model, snapshot)
+    order. Groups of ``group_size`` models (default: all) are each one batched computation;
+    ``runner`` (default: this process) runs them; ``on_steps(model_steps_done)`` reports."""
+    models = list(models)
+    specs = group_specs(config, models, tasks, group_size or len(models))
+    runner = runner or _InProcess(arch, task)
+    parts = runner.run(specs, on_steps or (lambda done: None))
+    return _chunk_arrays(config, task, models, split, tasks, parts)
+
+
+def _chunk_arrays(config: ZooConfig, task: TaskFamily, models: list[int], split: np.ndarray,
+                  tasks: torch.Tensor, parts: list[Snapshots]) -> dict[str, np.ndarray]:
+    """Per-group snapshots (S, Kg, ...) -> the chunk's rows (K·S, ...) in (model, snapshot) order."""
+    def rows(name: str) -> np.ndarray:
+        stacked = np.concatenate([getattr(p, name) for p in parts], axis=1)  # (S, K, ...)
+        return np.ascontiguousarray(rearrange(stacked, "s m ... -> (m s) ..."))
+
+    steps = np.asarray(config.schedule.snapshot_steps, dtype=np.float64)
+    S, K = len(steps), len(models)
+    metadata = np.concatenate([
+        np.repeat(np.asarray(models, dtype=np.float64), S)[:, None],  # model
+        np.tile(np.arange(S, dtype=np.float64), K)[:, None],  # snapshot
+        np.tile(steps, K)[:, None],  # step
+        np.repeat(split[models].astype(np.float64), S)[:, None],  # split
+        np.repeat(tasks[models].numpy(), S, axis=0),  # task columns
+        rows("metrics"),  # metric columns
+    ], axis=1)
+    return {"weights": rows("weights"), "rollout_inputs": rows("rollout_inputs"),
+            "rollout_outputs": rows("rollout_outputs"), "metadata": metadata}
+
+
+# ---- building a zoo ----------------------------------------------------------------------------
 
 
 def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
               progress: Callable[[BuildProgress], None] | None = None,
-              rank: int = 0, world_size: int = 1) -> Zoo | None:
-    """Build (or resume) the zoo at ``out``. With ``world_size`` > 1 this rank builds chunks
-    ``chunk_id % world_size == rank`` into its shard and returns None (merge the shards after)."""
+              rank: int = 0, world_size: int = 1, workers: int | None = None,
+              group_size: int | None = None) -> Zoo | None:
+    """Build the zoo ``config`` describes at ``out`` and return it opened.
+
+    ``resume``: continue an interrupted build of the same config, skipping committed chunks (the
+    result equals an uninterrupted build). ``rank``/``world_size``: build only the chunks with
+    ``chunk_id % world_size == rank`` into this rank's shard and return None (merge shards with
+    ``wspace_core.zoo.merge_zoos``).
+
+    Execution only (the zoo does not depend on them): a chunk trains in groups of ``group_size``
+    models, each group one batched computation (default: CPU_GROUP_SIZE on CPU, the whole chunk
+    on an accelerator), spread over ``workers`` processes (default: one per CPU core, 1 on an
+    accelerator; 1 trains in this process). ``progress`` gets a BuildProgress every
+    PROGRESS_INTERVAL_S and after each chunk. Ctrl-C, or an exception from ``progress``, stops
+    the build: committed chunks stay, the lock is released, the exception propagates."""
+    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
+        raise WspaceError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    on_cpu = str(config.device).startswith("cpu")
+    workers = default_workers(config.device) if workers is None else workers
+    group_size = (CPU_GROUP_SIZE if on_cpu else config.chunk_size) if group_size is None else group_size
+    for name, value in (("workers", workers), ("group_size", group_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise WspaceError(f"{name} must be a positive integer, got {value!r}")
     task = task_for(config)
     arch = architecture_for(config, task)
     split, tasks = assign_tasks(task, config)
     shard = (rank, world_size) if world_size > 1 else None
+    groups_per_chunk = -(-config.chunk_size // group_size)
+    workers = min(workers, groups_per_chunk)
     start = time.perf_counter()
+    runner = None
     with ZooWriter.create(out, manifest_base(config, arch, task), resume=resume, shard=shard) as writer:
-        pending = writer.pending_chunks()
-        chunks_total = len(writer.chunk_ids())
-        steps = config.schedule.steps
-        total = sum(len(writer.chunk_models(c)) for c in pending) * steps
-        done_before = 0
-        for i, chunk in enumerate(pending):
-            models = writer.chunk_models(chunk)
-            chunks_done = chunks_total - len(pending) + i
+        try:
+            pending = writer.pending_chunks()
+            chunks_total = len(writer.chunk_ids())
+            steps = config.schedule.steps
+            total = sum(len(writer.chunk_models(c)) for c in pending) * steps
+            done_before = 0
 
-            def tick(step, _done=done_before, _k=len(models), _c=chunks_done):
-                if progress and (step % 10 == 0 or step == steps):
-                    progress(BuildProgress(_done + step * _k, total, _c, chunks_total,
-                                           time.perf_counter() - start))
+            def report(done: int, chunks_done: int) -> None:
+                if progress is not None:
+                    progress(BuildProgress(done, total, chunks_done, chunks_total, time.perf_counter() - start))
 
-            arrays = train_chunk(config, arch, task, models, split, tasks, tick)
-            writer.commit_chunk(chunk, arrays)
-            done_before += len(models) * steps
-            if progress:
-                progress(BuildProgress(done_before, total, chunks_done + 1, chunks_total,
-                                       time.perf_counter() - start))
+            if pending:
+                runner = (_ProcessPool(arch, task, workers, groups_per_chunk) if workers > 1
+                          else _InProcess(arch, task))
+            for i, chunk in enumerate(pending):
+                models = list(writer.chunk_models(chunk))
+                chunks_done = chunks_total - len(pending) + i
+                arrays = train_chunk(config, arch, task, models, split, tasks, group_size, runner,
+                                     on_steps=lambda n, _d=done_before, _c=chunks_done: report(_d + n, _c))
+                writer.commit_chunk(chunk, arrays)
+                done_before += len(models) * steps
+                report(done_before, chunks_done + 1)
+        except BaseException:
+            if runner is not None:
+                runner.close(terminate=True)
+            raise
+        if runner is not None:
+            runner.close()
         if shard is not None:
             return None
         return writer.finalize()

@@ -116,7 +116,12 @@ def check_npy(path: Path, dtype: str | None = None, shape: list | tuple | None =
                           f"files. Rebuild the zoo, or re-import it from trusted numeric arrays")
     if fortran:
         raise WspaceError(f"{path} is stored in Fortran order; wspace zoos are C-order: rebuild the zoo")
-    if dtype is not None and found_dtype != np.dtype(dtype):
+    try:
+        wanted = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        raise WspaceError(f"the manifest names dtype {dtype!r} for {path}, which is not a numpy dtype; "
+                          f"the zoo is inconsistent: re-copy it or rebuild it") from None
+    if wanted is not None and found_dtype != wanted:
         raise WspaceError(f"{path} holds dtype {found_dtype.str} but the manifest says {dtype}; "
                           f"the zoo is inconsistent: re-copy it or rebuild it")
     if shape is not None and tuple(found_shape) != tuple(shape):

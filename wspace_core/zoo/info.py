@@ -10,9 +10,10 @@ import numpy as np
 
 from wspace_core.task import SPLITS
 from wspace_core.zoo.chunks import chunk_dirs, load_chunk_array, read_chunk
-from wspace_core.zoo.files import safe_file_name
+from wspace_core.registry import WspaceError
+from wspace_core.zoo.files import check_npy, safe_file_name
 from wspace_core.zoo.lock import holder_alive, lock_names, read_lock
-from wspace_core.zoo.manifest import chunk_models, read_manifest
+from wspace_core.zoo.manifest import MANIFEST_NAME, chunk_models, read_manifest
 
 
 def _disk_bytes(path: Path) -> int:
@@ -44,8 +45,12 @@ def zoo_info(path: str | os.PathLike) -> dict:
     shapes: dict[str, list] = {}
     if complete:
         entries = manifest["arrays"]
-        meta = np.load(path / safe_file_name(entries["metadata"]["file"], "manifest"),
-                       mmap_mode="r", allow_pickle=False)
+        if "metadata" not in entries:
+            raise WspaceError(f"zoo {path} manifest lists no metadata; re-copy or rebuild the zoo")
+        entry = entries["metadata"]
+        meta_file = path / safe_file_name(entry.get("file"), f"{path / MANIFEST_NAME} (array 'metadata')")
+        check_npy(meta_file, entry.get("dtype"), entry.get("shape"))  # damaged or truncated: a clear error
+        meta = np.load(meta_file, mmap_mode="r", allow_pickle=False)
         shapes = {n: e["shape"] for n, e in entries.items()}
         committed = list(range(manifest["num_chunks"]))
         models_done = manifest["num_models"]

@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wspace_core.registry import WspaceError
 from wspace_core.zoo.files import canonical_json, read_json, safe_file_name, write_json_atomic
 
@@ -99,16 +101,50 @@ def read_manifest(zoo_dir: Path) -> dict:
                           f"{FORMAT_VERSION} this wspace reads; upgrade wspace (pip install -U wspace)")
     if manifest.get("status") not in ("building", "complete"):
         raise WspaceError(f"{path} has an unknown status {manifest.get('status')!r}; re-copy or rebuild the zoo")
-    check_base(manifest)
+    try:
+        check_base(manifest)
+    except WspaceError as err:
+        raise WspaceError(f"{path}: {err}; the manifest is damaged: re-copy or rebuild the zoo") from None
+    _check_types(path, manifest)
     for name, entry in manifest.get("arrays", {}).items():
         if not isinstance(entry, dict):
             raise WspaceError(f"{path}: array entry {name!r} is not an object; re-copy or rebuild the zoo")
         safe_file_name(entry.get("file"), f"{path} (array {name!r})")
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                for n in shape)) or not _is_dtype(dtype):
+            raise WspaceError(f"{path}: array entry {name!r} needs a numpy dtype name and a shape (a list of "
+                              f"sizes), got dtype {dtype!r}, shape {shape!r}; re-copy or rebuild the zoo")
     recorded = manifest.get("fingerprint")
     if recorded != fingerprint(manifest):
         raise WspaceError(f"{path}: the recorded fingerprint does not match the architecture, task and "
                           f"build it describes; the manifest was edited or damaged: re-copy or rebuild the zoo")
     return manifest
+
+
+def _is_dtype(name: Any) -> bool:
+    try:
+        return isinstance(name, str) and np.dtype(name) is not None
+    except TypeError:
+        return False
+
+
+def _check_types(path: Path, manifest: dict) -> None:
+    """The shapes of the values readers rely on (a hand-edited manifest can carry anything)."""
+    expected = {"architecture": dict, "task": dict, "build": dict, "arrays": dict, "num_chunks": int,
+                "chunk_size": int, "rows_per_model": int}
+    for key, kind in expected.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise WspaceError(f"{path}: {key!r} must be a JSON {'object' if kind is dict else 'integer'}, "
+                              f"got {value!r}; the manifest is damaged: re-copy or rebuild the zoo")
+    if not all(isinstance(c, str) for c in manifest["metadata_columns"]) or \
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in manifest["snapshot_steps"]):
+        raise WspaceError(f"{path}: metadata_columns must be names and snapshot_steps integers; the manifest "
+                          f"is damaged: re-copy or rebuild the zoo")
+    if manifest["num_chunks"] != num_chunks_of(manifest["num_models"], manifest["chunk_size"]):
+        raise WspaceError(f"{path}: num_chunks {manifest['num_chunks']} disagrees with num_models and "
+                          f"chunk_size; the manifest is damaged: re-copy or rebuild the zoo")
 
 
 def write_manifest(zoo_dir: Path, manifest: dict) -> None:

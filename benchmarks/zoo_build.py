@@ -15,8 +15,10 @@ measured side by side in one run on this machine:
                       the models split between them.
 
 Reported: model-steps per second (wall clock; best of --rounds interleaved rounds, so a busy
-machine hurts every method alike; the median too), ratios against both loops, and the matmul
-GFLOP/s achieved (forward + backward FLOPs of every matmul) against the ~130 GFLOP/s this CPU
+machine hurts every method alike; the median too), model-steps per CPU second (what each
+method costs, whatever else runs on the machine; for threaded methods it counts spinning
+threads too), ratios of the wall-clock rates against both loops, and the matmul GFLOP/s
+achieved (forward + backward FLOPs of every matmul) against the ~130 GFLOP/s this CPU
 sustains on batched matmuls of these shapes.
 
     python benchmarks/zoo_build.py                      # K = 16, 64, 256; a few minutes
@@ -118,19 +120,21 @@ def _setup(method: str, k: int, seed: int, group_size: int):
     return _batched_step, _trainers(k, group_size, seed)
 
 
-def _timed(step, state, k: int, seconds: float) -> float:
-    """Model-steps per second of ``step`` over about ``seconds`` (after one warm-up step)."""
+def _timed(step, state, k: int, seconds: float) -> tuple[float, float]:
+    """(model-steps per wall second, CPU seconds used) of ``step`` over about ``seconds``."""
     step(state)
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         step(state)
         n += 1
-    return n * k / (time.perf_counter() - start)
+    return n * k / (time.perf_counter() - start), (time.process_time() - cpu) / (n * k)
 
 
-def in_process(method: str, k: int, seconds: float, group_size: int) -> float:
+def in_process(method: str, k: int, seconds: float, group_size: int) -> tuple[float, float]:
+    """(model-steps per second, model-steps per CPU second)."""
     step, state = _setup(method, k, 0, group_size)
-    return _timed(step, state, k, seconds)
+    rate, cpu_per_step = _timed(step, state, k, seconds)
+    return rate, 1 / cpu_per_step
 
 
 def _worker(method: str, k: int, seconds: float, seed: int, group_size: int, barrier, results) -> None:
@@ -141,8 +145,9 @@ def _worker(method: str, k: int, seconds: float, seed: int, group_size: int, bar
     results.put(_timed(step, state, k, seconds))
 
 
-def in_processes(method: str, k: int, processes: int, seconds: float, group_size: int) -> float:
-    """Total model-steps per second of k models split over single-threaded processes."""
+def in_processes(method: str, k: int, processes: int, seconds: float, group_size: int) -> tuple[float, float]:
+    """(total model-steps per second, model-steps per CPU second) of k models split over
+    single-threaded processes."""
     ctx = mp.get_context("spawn")
     shares = [s for s in (k // processes + (p < k % processes) for p in range(processes)) if s]
     barrier, results = ctx.Barrier(len(shares)), ctx.Queue()
@@ -150,10 +155,12 @@ def in_processes(method: str, k: int, processes: int, seconds: float, group_size
              for p, share in enumerate(shares)]
     for proc in procs:
         proc.start()
-    rates = [results.get() for _ in procs]
+    outcomes = [results.get() for _ in procs]
     for proc in procs:
         proc.join()
-    return sum(rates)
+    rate = sum(r for r, _ in outcomes)
+    cpu_seconds = sum(r * c for r, c in outcomes)  # CPU seconds per wall second, all processes
+    return rate, rate / cpu_seconds
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -190,12 +197,16 @@ def main(argv=None) -> dict:
           f"{os.getloadavg()[0]:.1f}; {flops / 1e6:.1f} MFLOP of matmuls per model-step")
     for k in args.ks:
         rates: dict[str, list[float]] = {name: [] for name in methods}
+        cpu_rates: dict[str, list[float]] = {name: [] for name in methods}
         for _ in range(args.rounds):
             for name, run in methods.items():
-                rates[name].append(run(k))
+                rate, cpu_rate = run(k)
+                rates[name].append(rate)
+                cpu_rates[name].append(cpu_rate)
         results["results"][str(k)] = {
             name: {"model_steps_per_s": max(r), "median": statistics.median(r), "rounds": r,
-                   "gflops": max(r) * flops / 1e9} for name, r in rates.items()}
+                   "model_steps_per_cpu_s": max(cpu_rates[name]), "gflops": max(r) * flops / 1e9}
+            for name, r in rates.items()}
     results["machine"]["load_average_after"] = os.getloadavg()
     _print_table(results, list(methods))
     if args.json:
@@ -206,15 +217,16 @@ def main(argv=None) -> dict:
 
 def _print_table(results: dict, names: list[str]) -> None:
     loop1, loopP = names[2], names[3]
-    header = (f"{'K':>5} {'method':<18} {'model-steps/s':>13} {'median':>7} {'GFLOP/s':>8} {'of 130':>7} "
-              f"{'vs ' + loop1:>14} {'vs ' + loopP:>14}")
+    header = (f"{'K':>5} {'method':<18} {'model-steps/s':>13} {'median':>7} {'per CPU-s':>9} {'GFLOP/s':>8} "
+              f"{'of 130':>7} {'vs ' + loop1:>14} {'vs ' + loopP:>14}")
     print(header)
     print("-" * len(header))
     for k, row in results["results"].items():
         for name in names:
             r = row[name]
             rate = r["model_steps_per_s"]
-            print(f"{k:>5} {name:<18} {rate:>13.0f} {r['median']:>7.0f} {r['gflops']:>8.1f} "
+            print(f"{k:>5} {name:<18} {rate:>13.0f} {r['median']:>7.0f} {r['model_steps_per_cpu_s']:>9.0f} "
+                  f"{r['gflops']:>8.1f} "
                   f"{100 * r['gflops'] / results['ceiling_gflops']:>6.0f}% "
                   f"{rate / row[loop1]['model_steps_per_s']:>13.2f}x {rate / row[loopP]['model_steps_per_s']:>13.2f}x")
 

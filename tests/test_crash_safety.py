@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import signal
 import socket
 import subprocess
@@ -244,11 +243,12 @@ def test_zoo_build_survives_sigkill_anywhere(tmp_path):
 
 def test_second_builder_refused_and_stale_lock_taken_over(tmp_path):
     path = tmp_path / "zoo"
-    first = spawn(BUILD + ["--out", str(path)], tmp_path / "first.log")
+    big = [a if a != str(NUM_MODELS) else "96" for a in BUILD]  # long enough to outlive the checks
+    first = spawn(big + ["--out", str(path)], tmp_path / "first.log")
     try:
         assert wait_until(first, lambda: (lock_holder(path) or {}).get("pid") == first.pid)
         for extra in ([], ["--resume"]):
-            second = run_cli(BUILD + ["--out", str(path)] + extra)
+            second = run_cli(big + ["--out", str(path)] + extra)
             assert second.returncode == 1
             assert f"is being built by pid {first.pid} on {socket.gethostname()}" in second.stderr
             assert "wait for it" in second.stderr and "Traceback" not in second.stderr

@@ -237,9 +237,10 @@ def test_pickled_object_array_in_a_zoo_refused(tmp_path, small_zoo, name):
     assert not marker.exists() and tree_checksums(zoo) == before
 
 
-def _building_zoo(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def building_zoo(tmp_path_factory) -> Path:
     """A zoo interrupted after its first chunk (of two)."""
-    path = tmp_path / "building"
+    path = tmp_path_factory.mktemp("building") / "building"
     config = preset_config("formal_languages", "smoke", num_models=4, chunk_size=2, steps=4)
 
     def stop(progress):
@@ -252,9 +253,9 @@ def _building_zoo(tmp_path: Path) -> Path:
     return path
 
 
-def test_pickled_array_in_a_committed_chunk_refused(tmp_path):
+def test_pickled_array_in_a_committed_chunk_refused(tmp_path, building_zoo):
     marker = tmp_path / "MARKER"
-    path = _building_zoo(tmp_path)
+    path = copy_zoo(building_zoo, tmp_path / "building")
     (chunk,) = chunk_dirs(path).values()
     _plant_object_array(chunk, "metadata", marker, None)
     runner = CliRunner()
@@ -293,8 +294,8 @@ def test_manifest_paths_outside_the_zoo_refused(tmp_path, small_zoo, bad):
     assert_clean_refusal(runner.invoke(cli, ["zoo", "info", str(zoo)]), "not a plain file name")
 
 
-def test_chunk_record_paths_outside_the_zoo_refused(tmp_path):
-    path = _building_zoo(tmp_path)
+def test_chunk_record_paths_outside_the_zoo_refused(tmp_path, building_zoo):
+    path = copy_zoo(building_zoo, tmp_path / "building")
     (chunk,) = chunk_dirs(path).values()
     record = json.loads((chunk / "chunk.json").read_text())
     record["arrays"]["metadata"]["file"] = "../../manifest.json"

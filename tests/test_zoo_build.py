@@ -87,16 +87,6 @@ class PreviousToken(TaskFamily):
         return (PropertySpec("lag", "categorical", ("lag",), num_classes=4),)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Builds in this process run single-threaded here: faster for these tiny models, and not
-    at the mercy of other processes on a shared machine (OpenMP barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def fake_family(register_plugin):
     module = types.ModuleType("wspace_test_previous_token")
@@ -166,8 +156,8 @@ class _StopAfterFirstChunk(Exception):
     pass
 
 
-@pytest.mark.parametrize("error", [_StopAfterFirstChunk, KeyboardInterrupt])
-def test_resume_after_interruption_equals_uninterrupted_build(fake_family, tmp_path, error):
+@pytest.mark.parametrize("error, workers", [(_StopAfterFirstChunk, 1), (KeyboardInterrupt, 1), (KeyboardInterrupt, 2)])
+def test_resume_after_interruption_equals_uninterrupted_build(fake_family, tmp_path, error, workers):
     seen: list[BuildProgress] = []
 
     def stop_after_first_chunk(p: BuildProgress):
@@ -175,19 +165,19 @@ def test_resume_after_interruption_equals_uninterrupted_build(fake_family, tmp_p
         if p.chunks_done == 1:
             raise error()
 
+    run = dict(workers=workers, group_size=1)  # 3 groups per chunk: worker processes when workers > 1
     with pytest.raises(error):
-        build_zoo(_config(), tmp_path / "resumed", progress=stop_after_first_chunk)
+        build_zoo(_config(), tmp_path / "resumed", progress=stop_after_first_chunk, **run)
     assert seen[-1].chunks_done == 1 and seen[-1].chunks_total == 2
     # the lock is released and exactly one chunk is committed
     with ZooWriter.create(tmp_path / "resumed", _manifest_of(tmp_path / "resumed"), resume=True) as writer:
         assert writer.committed_chunks() == {0}
     progress: list[BuildProgress] = []
-    resumed = build_zoo(_config(), tmp_path / "resumed", resume=True, progress=progress.append)
+    resumed = build_zoo(_config(), tmp_path / "resumed", resume=True, progress=progress.append, **run)
     assert progress[-1].model_steps_done == progress[-1].model_steps_total == 3 * 24  # one chunk left
     full = build_zoo(_config(), tmp_path / "full")
     for name in ARRAYS:
-        assert np.asarray(getattr(resumed, name) if name != "metadata" else _arrays(resumed.path)[name]).tobytes() \
-            == np.asarray(getattr(full, name) if name != "metadata" else _arrays(full.path)[name]).tobytes(), name
+        assert _arrays(resumed.path)[name].tobytes() == _arrays(full.path)[name].tobytes(), name
 
 
 def _manifest_of(path: Path) -> dict:
@@ -310,13 +300,17 @@ def test_presets_have_the_required_shape():
 
 def test_overrides_win_and_steps_scale_the_schedule():
     config = preset_config("formal_languages", "quick", steps=2000, num_models=10, seed=3, device="cpu")
+    quick_fl = PRESETS["quick"].values_for("formal_languages")["task_settings"]
     assert (config.num_models, config.seed, config.chunk_size) == (10, 3, 10)  # chunk shrinks to fit
     assert config.schedule.steps == 2000
     assert config.schedule.snapshot_steps == (0, 10, 20, 50, 100, 200, 500, 1000, 2000)
     assert config.schedule.lr_points == ((0, 0.01), (1000, 0.003), (2000, 0.0003))
-    assert config.task_settings == PRESETS["quick"][1]["formal_languages"]
+    assert config.task_settings == quick_fl
     merged = preset_config("formal_languages", "quick", task_settings={"max_n": 12})
-    assert merged.task_settings == {**PRESETS["quick"][1]["formal_languages"], "max_n": 12}
+    assert merged.task_settings == {**quick_fl, "max_n": 12}
+    mnist = preset_config("tiled_mnist", "quick")
+    assert mnist.num_models == PRESETS["quick"].values_for("tiled_mnist")["num_models"] == mnist.chunk_size
+    assert preset_config("tiled_mnist", "quick", num_models=50, chunk_size=10).num_models == 50
     schedule = TrainingSchedule(steps=7, snapshot_steps=(0, 7))
     assert preset_config("formal_languages", "smoke", schedule=schedule).schedule == schedule
     tiny = scaled_schedule(3)

@@ -17,7 +17,7 @@ from wspace_core import distributed
 from wspace_core.config import RunConfig
 from wspace_core.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, properties_of
 from wspace_core.emulation import EmulatorArchitecture
-from wspace_core.pretrain import PretrainResult, ZooSplit, embed, pretrain
+from wspace_core.pretrain import PretrainResult, ZooSplit, build_encoder, embed, encoder_context, pretrain
 from wspace_core.registry import WspaceError
 
 BASELINE = "no_information"
@@ -154,6 +154,8 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
         tracker, echo, zoo_progress, pretrain_progress = Tracker.disabled(), _silent, None, None
     tracker = tracker or Tracker(config.tracking_uri, config.experiment, enabled=config.tracking)
     zoo = ensure_zoo(config, echo, zoo_progress)
+    # a bad encoder option fails now, not after the baseline has trained
+    build_encoder(config.encoder, encoder_context(zoo, config.z_dim, config.preset, config.encoder_options))
     resuming = run_dir is not None
     if not resuming:
         run_dir = _new_run_dir(config) if ctx.is_main else ""

@@ -23,13 +23,6 @@ def fast_tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(2 * x) * 2 - 1
 
 
-def _needs_grad(params: Params, xs: torch.Tensor, state) -> bool:
-    if not torch.is_grad_enabled():
-        return False
-    tensors = [*params.values(), xs, *(s for pair in (state or ()) for s in pair)]
-    return any(t.requires_grad for t in tensors)
-
-
 class LSTM(Architecture):
     """Stacked LSTM + linear read-out, any number of layers (gate order i, f, g, o)."""
 
@@ -108,28 +101,9 @@ class LSTM(Architecture):
         return y, tuple(new_state)
 
     def forward(self, params: Params, xs: torch.Tensor, state=None):
-        """xs: (M, B, T, I) -> ys: (M, B, T, O). When gradients are needed, the hand-written
-        forward/backward of ``wspace_lstm.sequence`` (same values, far less autograd overhead).
-        Otherwise layer by layer: each layer's input projection is one batched matmul over all
-        time steps; only the recurrent matmul stays in the time loop."""
-        M, B, T, _ = xs.shape
+        """xs: (M, B, T, I) -> ys: (M, B, T, O), the final state. The whole sequence at once
+        (``wspace_lstm.sequence``): one matmul and a few elementwise ops per step and layer into
+        reused time-major buffers, and, when gradients are needed, a hand-written backward."""
         if state is None:
-            state = self.initial_state(params, B)
-        if _needs_grad(params, xs, state):
-            return lstm_sequence(params, xs, state, self.sizes.num_layers)
-        inp = rearrange(xs, "m b t i -> m (b t) i")
-        final = []
-        for layer, (h, c) in enumerate(state):
-            bias = params[f"lstm.bias_ih_l{layer}"] + params[f"lstm.bias_hh_l{layer}"]  # (M, 4H)
-            w_ih_t = params[f"lstm.weight_ih_l{layer}"].transpose(1, 2).contiguous()  # (M, I, 4H): a
-            proj = torch.baddbmm(bias.unsqueeze(1), inp, w_ih_t)  # transposed view runs ~4x slower
-            proj = rearrange(proj, "m (b t) g -> m b t g", b=B)  # (M, B, T, 4H)
-            w_hh_t = params[f"lstm.weight_hh_l{layer}"].transpose(1, 2).contiguous()  # (M, H, 4H)
-            hs = []
-            for gx in proj.unbind(dim=2):  # (M, B, 4H) per step
-                h, c = self._cell(gx.baddbmm(h, w_hh_t), c)
-                hs.append(h)
-            final.append((h, c))
-            inp = rearrange(torch.stack(hs, dim=2), "m b t h -> m (b t) h")
-        ys = torch.baddbmm(params["linear.bias"].unsqueeze(1), inp, params["linear.weight"].transpose(1, 2))
-        return rearrange(ys, "m (b t) o -> m b t o", b=B), tuple(final)
+            state = self.initial_state(params, xs.shape[1])
+        return lstm_sequence(params, xs, state, self.sizes.num_layers)

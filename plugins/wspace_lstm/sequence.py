@@ -1,5 +1,6 @@
-"""A whole-sequence stacked LSTM + linear read-out for M networks at once, with a hand-written
-backward: the fast path of ``LSTM.forward`` when gradients are needed (zoo training).
+"""A whole-sequence stacked LSTM + linear read-out for M networks at once: what ``LSTM.forward``
+runs. With gradients, a hand-written backward (zoo training); without, a loop that stores only
+the outputs (evaluation, rollouts).
 
 Why hand-written: autograd records ~10 small nodes per time step and layer and replays them in
 the backward. Here the forward keeps only what the backward reads, in time-major buffers; each
@@ -76,7 +77,7 @@ class _Saved:
 
     def __del__(self):
         for xh, acts, tanh_cells, _ in self.layers:
-            POOL.give(xh, acts, tanh_cells)
+            POOL.give(*(t for t in (xh, acts, tanh_cells) if t is not None))
 
 
 def _gates_to_internal(w: torch.Tensor) -> torch.Tensor:
@@ -91,17 +92,21 @@ def _gates_to_torch(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([i, f, g, o], dim=1)
 
 
-def _layer_forward(xh: torch.Tensor, w_rows: torch.Tensor, c0: torch.Tensor):
+def _layer_forward(xh: torch.Tensor, w_rows: torch.Tensor, c0: torch.Tensor, keep: bool = True):
     """One layer over all steps, in place in ``xh`` (M, T+1, B, D): row t holds [x_t | h_{t-1} | 1]
     on entry (x for every t, h_{-1}, the ones); h_t is written into row t+1.
     ``w_rows`` (M, G, D): [W_ih | W_hh | b] with gate rows in the internal order.
 
-    Returns acts (M, T, B, G + H): per step [i, f, o, g | c_{t-1}]; tanh(c_t) (M, T, B, H); c_T."""
+    Returns acts (M, T, B, G + H): per step [i, f, o, g | c_{t-1}]; tanh(c_t) (M, T, B, H); c_T.
+    ``keep=False`` (no backward to come): only the outputs in ``xh`` and c_T; acts and tanh(c)
+    are None."""
     M, T1, B, D = xh.shape
     T, G = T1 - 1, w_rows.shape[1]
     H = G // 4
     I = D - H - 1
     w_cols = w_rows.transpose(1, 2).contiguous()  # (M, D, G)
+    if not keep:
+        return None, None, _outputs_only(xh, w_cols, c0)
     acts = POOL.take((M, T, B, G + H), xh)
     tanh_cells = POOL.take((M, T, B, H), xh)
     acts[:, 0, :, G:] = c0
@@ -123,6 +128,26 @@ def _layer_forward(xh: torch.Tensor, w_rows: torch.Tensor, c0: torch.Tensor):
         torch.tanh(c, out=tcs[t])
         torch.mul(o_act[t], tcs[t], out=h_out[t + 1])
     return acts, tanh_cells, c_last
+
+
+def _outputs_only(xh: torch.Tensor, w_cols: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    """The forward loop without storing activations (evaluation): gates in place in one buffer."""
+    M, T1, B, D = xh.shape
+    G = w_cols.shape[2]
+    H = G // 4
+    I = D - H - 1
+    pre, c, tc = xh.new_empty(M, B, G), c0.clone(), xh.new_empty(M, B, H)
+    ifo, g = pre[..., : 3 * H], pre[..., 3 * H:]
+    i, f, o = ifo.chunk(3, dim=-1)
+    rows, h_out = xh.unbind(1), xh[..., I: I + H].unbind(1)
+    for t in range(T1 - 1):
+        torch.bmm(rows[t], w_cols, out=pre)
+        ifo.sigmoid_()
+        g.tanh_()
+        c.mul_(f).addcmul_(i, g)
+        torch.tanh(c, out=tc)
+        torch.mul(o, tc, out=h_out[t + 1])
+    return c
 
 
 def _layer_backward(d_hs: torch.Tensor, acts: torch.Tensor, tanh_cells: torch.Tensor,
@@ -168,6 +193,32 @@ def _layer_backward(d_hs: torch.Tensor, acts: torch.Tensor, tanh_cells: torch.Te
     return d_h0, dc_next
 
 
+def _sequence_forward(num_layers: int, xs: torch.Tensor, tensors: tuple[torch.Tensor, ...], keep: bool):
+    """ys (M, B, T, O), [h_T, c_T per layer], and per layer (xh, acts, tanh_cells, w_rows)."""
+    L = num_layers
+    weights, (lin_w, lin_b), states = tensors[: 4 * L], tensors[4 * L: 4 * L + 2], tensors[4 * L + 2:]
+    M, B, T, _ = xs.shape
+    H = weights[1].shape[2]
+    x_in = rearrange(xs, "m b t i -> m t b i")
+    saved, final = [], []
+    for layer in range(L):
+        w_ih, w_hh, b_ih, b_hh = weights[4 * layer: 4 * layer + 4]
+        h0, c0 = states[2 * layer], states[2 * layer + 1]
+        I = w_ih.shape[2]
+        xh = POOL.take((M, T + 1, B, I + H + 1), xs)
+        xh[:, :T, :, :I] = x_in
+        xh[:, 0, :, I: I + H] = h0
+        xh[..., I + H] = 1
+        w_rows = _gates_to_internal(torch.cat([w_ih, w_hh, (b_ih + b_hh).unsqueeze(2)], dim=2))
+        acts, tanh_cells, c_last = _layer_forward(xh, w_rows, c0, keep)
+        saved.append((xh, acts, tanh_cells, w_rows))
+        x_in = xh[:, 1:, :, I: I + H]  # (M, T, B, H): this layer's outputs h_0..h_{T-1}
+        final += [x_in[:, T - 1].clone(), c_last]
+    hs = x_in.reshape(M, T * B, H)  # a strided view, no copy
+    ys = torch.baddbmm(lin_b.unsqueeze(1), hs, lin_w.transpose(1, 2))  # (M, TB, O)
+    return rearrange(ys, "m (t b) o -> m b t o", b=B).contiguous(), final, saved
+
+
 class LSTMSequence(torch.autograd.Function):
     """forward(num_layers, xs, *tensors) with tensors = per layer (w_ih, w_hh, b_ih, b_hh),
     then (linear.weight, linear.bias), then per layer (h0, c0).
@@ -175,31 +226,10 @@ class LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, num_layers: int, xs: torch.Tensor, *tensors: torch.Tensor):
-        L = num_layers
-        weights, (lin_w, lin_b), states = tensors[: 4 * L], tensors[4 * L: 4 * L + 2], tensors[4 * L + 2:]
-        M, B, T, _ = xs.shape
-        H = weights[1].shape[2]
-        x_in = rearrange(xs, "m b t i -> m t b i")
-        saved, final = [], []
-        for layer in range(L):
-            w_ih, w_hh, b_ih, b_hh = weights[4 * layer: 4 * layer + 4]
-            h0, c0 = states[2 * layer], states[2 * layer + 1]
-            I = w_ih.shape[2]
-            xh = POOL.take((M, T + 1, B, I + H + 1), xs)
-            xh[:, :T, :, :I] = x_in
-            xh[:, 0, :, I: I + H] = h0
-            xh[..., I + H] = 1
-            w_rows = _gates_to_internal(torch.cat([w_ih, w_hh, (b_ih + b_hh).unsqueeze(2)], dim=2))
-            acts, tanh_cells, c_last = _layer_forward(xh, w_rows, c0)
-            saved.append((xh, acts, tanh_cells, w_rows))
-            x_in = xh[:, 1:, :, I: I + H]  # (M, T, B, H): this layer's outputs h_0..h_{T-1}
-            final += [x_in[:, T - 1].clone(), c_last]
-        hs = x_in.reshape(M, T * B, H)  # a strided view, no copy
-        ys = torch.baddbmm(lin_b.unsqueeze(1), hs, lin_w.transpose(1, 2))  # (M, TB, O)
-        ys = rearrange(ys, "m (t b) o -> m b t o", b=B).contiguous()
-        ctx.num_layers = L
+        ys, final, saved = _sequence_forward(num_layers, xs, tensors, keep=True)
+        ctx.num_layers = num_layers
         ctx.saved = _Saved(saved)
-        ctx.save_for_backward(lin_w)
+        ctx.save_for_backward(tensors[4 * num_layers])  # linear.weight
         ctx.set_materialize_grads(False)
         return (ys, *final)
 
@@ -247,11 +277,15 @@ class LSTMSequence(torch.autograd.Function):
 
 def lstm_sequence(params: dict[str, torch.Tensor], xs: torch.Tensor, state, num_layers: int):
     """xs: (M, B, T, I), state: per layer (h0, c0) each (M, B, H) -> ys (M, B, T, O), final state.
-    Differentiable in every input through LSTMSequence's hand-written backward."""
+    Differentiable in every input through LSTMSequence's hand-written backward; without
+    gradients, a forward that stores nothing but the outputs."""
     weights = []
     for layer in range(num_layers):
         weights += [params[f"lstm.{kind}_l{layer}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    flat_state = [s for pair in state for s in pair]
-    ys, *final = LSTMSequence.apply(num_layers, xs, *weights, params["linear.weight"],
-                                    params["linear.bias"], *flat_state)
+    tensors = (*weights, params["linear.weight"], params["linear.bias"], *(s for pair in state for s in pair))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (xs, *tensors)):
+        ys, *final = LSTMSequence.apply(num_layers, xs, *tensors)
+    else:
+        ys, final, saved = _sequence_forward(num_layers, xs, tensors, keep=False)
+        _Saved(saved)  # hands the buffers back at once
     return ys, tuple((final[2 * k], final[2 * k + 1]) for k in range(num_layers))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 from wspace_core.zoo.chunks import chunk_dirs, load_chunk_array, read_chunk
-from wspace_core.registry import WspaceError
 from wspace_core.zoo.files import check_npy, safe_file_name
 from wspace_core.zoo.lock import holder_alive, lock_names, read_lock
 from wspace_core.zoo.manifest import MANIFEST_NAME, chunk_models, read_manifest

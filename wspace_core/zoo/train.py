@@ -37,9 +37,6 @@ class BatchedAdamW:
         self.v = {k: torch.zeros_like(p) for k, p in params.items()}
         self.t = 0
 
-    def state_dict(self) -> dict:
-        return {"t": self.t, "m": self.m, "v": self.v}
-
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], lr: float) -> None:
         self.t += 1
@@ -74,7 +71,7 @@ class BatchedTrainer:
         self.optimizer.step(dict(zip(leaves, grads)), lr)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Snapshots:
     """What a group recorded at its snapshot steps (S snapshots, Kg models)."""
 
@@ -94,7 +91,7 @@ def model_generators(seed: int, kind: str, models: Sequence[int]) -> list[torch.
     return [torch.Generator().manual_seed(derive_seed(seed, kind, int(m))) for m in models]
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class GroupSpec:
     """A group of models to train as one batched computation; plain data (sent to worker
     processes). Model m's generators come from (seed, stream, m): ``init`` (initial weights),

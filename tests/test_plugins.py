@@ -226,3 +226,23 @@ def test_third_party_objective_head_and_strategy_register(register_plugin, plugi
                                         "register_probing_strategies", "register_task_families"]
     result = CliRunner().invoke(cli, ["list", "objectives"])
     assert "hinge" in result.output and "A test objective." in result.output
+
+
+def test_broken_installed_plugin_names_the_escape_hatch(monkeypatch):
+    from wspace_core.registry import WspaceError
+
+    class _Broken(_FakeEntryPoint):
+        def load(self):
+            raise ImportError("No module named 'numpyy'")
+
+    dist = _FakeDist([_Broken("broken", types.ModuleType("wspace_broken"))])
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: [dist])
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV, raising=False)
+    plugins.reset()
+    with pytest.raises(WspaceError, match=r"'broken' failed to load.*WSPACE_LOAD_PLUGINS=''"):
+        plugins.architectures()
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "")
+    plugins.reset()
+    assert "lstm" in plugins.architectures()

@@ -88,7 +88,7 @@ def test_unknown_option_lists_the_valid_ones():
 
 
 def test_unknown_strategy_lists_the_registered_ones():
-    with pytest.raises(UnknownNameError, match="registered probing strategys: .*interactive, static"):
+    with pytest.raises(UnknownNameError, match="registered probing strategies: .*interactive, static"):
         encoder("noninteractive_probing", lstm(ONEHOT), probing_strategy="no_such_strategy")
 
 

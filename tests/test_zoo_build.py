@@ -192,6 +192,16 @@ def test_existing_zoo_needs_resume(fake_family, tmp_path):
         build_zoo(_config(), tmp_path / "z")
 
 
+def test_execution_settings_are_checked(fake_family, tmp_path):
+    with pytest.raises(WspaceError, match="workers"):
+        build_zoo(_config(), tmp_path / "a", workers=0)
+    with pytest.raises(WspaceError, match="group_size"):
+        build_zoo(_config(), tmp_path / "b", group_size=0)
+    with pytest.raises(WspaceError, match="not both"):
+        build_zoo(_config(), tmp_path / "c", workers=1, threads=2)
+    assert build_zoo(_config(), tmp_path / "d", threads=1).num_models == 6  # the former name of workers
+
+
 def test_rank_builds_only_its_chunks(fake_family, tmp_path):
     assert build_zoo(_config(), tmp_path / "shard", rank=1, world_size=2) is None
     with pytest.raises(WspaceError):

@@ -107,6 +107,7 @@ class RunConfig:
     z_dim: int = attrs.field(default=16, validator=_positive_int)
     device: str = attrs.field(default="cpu", validator=check_device)
     zoo: dict[str, Any] = attrs.field(factory=dict)  # overrides of the zoo preset (num_models, steps, ...)
+    zoo_path: str | None = None  # an existing zoo directory to learn from instead of the preset's
     task_settings: dict[str, Any] = attrs.field(factory=dict)
     encoder_options: dict[str, Any] = attrs.field(factory=dict)
     pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
@@ -148,7 +149,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             raise WspaceError(f"{path}: {table!r} must be a table ([{table}])")
     defaults = attrs.asdict(RunConfig(), recurse=False)
     for key, value in data.items():
-        if key in ("pretrain", "zoo", "task_settings", "encoder_options", "tracking_uri"):
+        if key in ("tracking_uri", "zoo_path"):
+            if not isinstance(value, str):
+                raise WspaceError(f"{path}: {key!r} must be a string, got {value!r}")
+            continue
+        if key in ("pretrain", "zoo", "task_settings", "encoder_options"):
             continue
         expected = type(defaults[key])
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):

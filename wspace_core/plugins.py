@@ -4,13 +4,14 @@ entry-point group (lazily, once), all through the same hooks."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from functools import partial
 
 import pluggy
 
 from wspace_core import hookspecs
-from wspace_core.registry import Registry
+from wspace_core.registry import Registry, WspaceError
 
 #: Bundled plugins: ordinary modules that implement the public hooks, nothing private.
 BUNDLED_PLUGINS: tuple[str, ...] = (
@@ -43,13 +44,27 @@ _loaded = False
 _registries: dict[str, Registry] | None = None
 
 
+def _installed_names() -> list[str]:
+    names = []
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == "wspace" and ep.name not in names:
+                names.append(ep.name)
+    return names
+
+
 def _load_installed() -> None:
     wanted = os.environ.get(LOAD_PLUGINS_ENV)
-    if wanted is None:
-        pm.load_setuptools_entrypoints("wspace")
-        return
-    for name in filter(None, (n.strip() for n in wanted.split(","))):
-        pm.load_setuptools_entrypoints("wspace", name=name)
+    names = _installed_names() if wanted is None else [n.strip() for n in wanted.split(",") if n.strip()]
+    for name in names:
+        try:
+            pm.load_setuptools_entrypoints("wspace", name=name)
+        except Exception as err:  # a broken third-party plugin must not take the CLI down silently
+            raise WspaceError(
+                f"installed plugin {name!r} failed to load ({type(err).__name__}: {err}). Fix or "
+                f"uninstall it, or start wspace without it: {LOAD_PLUGINS_ENV}='' loads no installed "
+                f"plugin, {LOAD_PLUGINS_ENV}=a,b only those named."
+            ) from err
 
 
 def load_plugins() -> pluggy.PluginManager:

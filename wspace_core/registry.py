@@ -11,6 +11,11 @@ class WspaceError(Exception):
     """Base of every error wspace raises for a user mistake; the CLI prints it without a traceback."""
 
 
+def plural(kind: str) -> str:
+    """"task family" -> "task families", "encoder" -> "encoders"."""
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+
+
 class UnknownNameError(WspaceError, KeyError):
     """A name was looked up that no plugin registered."""
 
@@ -18,7 +23,7 @@ class UnknownNameError(WspaceError, KeyError):
         self.kind, self.name, self.available = kind, name, sorted(available)
         listing = ", ".join(self.available) or "(none)"
         super().__init__(
-            f"unknown {kind} {name!r}; registered {kind}s: {listing}. "
+            f"unknown {kind} {name!r}; registered {plural(kind)}: {listing}. "
             f"Install or enable the plugin that provides it (see `wspace plugins`)."
         )
 

@@ -43,7 +43,8 @@ def zoo_config_for(config: RunConfig):
 def zoo_path_for(config: RunConfig, zoo_config=None) -> Path:
     """Where the zoo of ``config`` lives: ``out_dir/zoos/<arch>-<task>-<digest of its settings>``."""
     zoo_config = zoo_config_for(config) if zoo_config is None else zoo_config
-    return Path(config.out_dir) / "zoos" / f"{config.arch}-{config.task}-{_digest(attrs.asdict(zoo_config))}"
+    settings = {k: v for k, v in attrs.asdict(zoo_config).items() if k != "device"}  # a zoo is the same on any device
+    return Path(config.out_dir) / "zoos" / f"{config.arch}-{config.task}-{_digest(settings)}"
 
 
 def ensure_zoo(config: RunConfig, echo: Echo, progress=None):
@@ -53,6 +54,15 @@ def ensure_zoo(config: RunConfig, echo: Echo, progress=None):
     from wspace_core.distributed import build_zoo
     from wspace_core.zoo.store import Zoo
 
+    if config.zoo_path:  # a zoo the user built or imported
+        zoo = Zoo.open(config.zoo_path, expect_arch=config.arch)
+        if zoo.manifest["task"]["name"] != config.task:
+            raise WspaceError(
+                f"zoo {config.zoo_path} holds task family {zoo.manifest['task']['name']!r}, not "
+                f"{config.task!r}; pass --task {zoo.manifest['task']['name']} or another --zoo"
+            )
+        echo(f"using zoo {config.zoo_path}")
+        return zoo
     zoo_config = zoo_config_for(config)
     path = zoo_path_for(config, zoo_config)
     ctx = distributed.setup(config.device)
@@ -399,6 +409,9 @@ def results_table(results: dict) -> str:
             key, _ = headline(splits["validation"])
             lines.append(f"  {prop:22s} {key:15s} {splits['validation'][key]:8.4f} / {splits['ood'][key]:8.4f}")
     lines.append(f"run directory: {results['run_dir']}")
-    where = results.get("tracking") or "not tracked to the end (see the messages above)"
-    lines.append(f"MLflow run {results['mlflow_run_id'] or '(none)'}: {where}")
+    if not results.get("mlflow_run_id") and not results.get("tracking"):
+        lines.append("MLflow: tracking was off (--no-tracking); results are in the run directory")
+    else:
+        where = results.get("tracking") or "not tracked to the end (see the messages above)"
+        lines.append(f"MLflow run {results['mlflow_run_id']}: {where}")
     return "\n".join(lines)

@@ -3,6 +3,8 @@ and a preset, flags winning."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from wspace_core.cli.progress import ProgressLine
@@ -37,6 +39,9 @@ def run_options(func):
         click.option("--seed", type=int, default=None, help="Seed of pretraining (default 0)."),
         click.option("--z-dim", type=int, default=None, help="Size of the representation z (default 16)."),
         click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)."),
+        click.option("--zoo", "zoo_path", type=click.Path(file_okay=False), default=None,
+                     help="Learn from this existing zoo (built with `wspace zoo build` or imported) "
+                          "instead of building the preset's; its architecture and task are used."),
         click.option("--zoo-models", type=int, default=None, help="Networks in the zoo (overrides the preset)."),
         click.option("--zoo-steps", type=int, default=None, help="Training steps of each zoo network."),
         click.option("--zoo-seed", type=int, default=None, help="Seed of the zoo build (default 0)."),
@@ -68,8 +73,15 @@ def config_from_options(encoder: str | None, opts: dict):
         encoder_options["probing_strategy"] = opts["probing_strategy"]
     zoo = {k: v for k, v in (("num_models", opts.get("zoo_models")), ("steps", opts.get("zoo_steps")),
                              ("seed", opts.get("zoo_seed"))) if v is not None}
+    arch, task = opts.get("arch"), opts.get("task")
+    if opts.get("zoo_path"):  # the zoo says what it holds, unless the flags say otherwise
+        from wspace_core.zoo.manifest import read_manifest
+
+        manifest = read_manifest(Path(opts["zoo_path"]))
+        arch = arch or manifest["architecture"]["name"]
+        task = task or manifest["task"]["name"]
     flags = {
-        "arch": opts.get("arch"), "task": opts.get("task"), "encoder": encoder,
+        "arch": arch, "task": task, "encoder": encoder, "zoo_path": opts.get("zoo_path"),
         "preset": opts.get("preset"), "seed": opts.get("seed"), "z_dim": opts.get("z_dim"),
         "device": opts.get("device"), "out_dir": opts.get("out_dir"),
         "tracking_uri": opts.get("tracking_uri"), "experiment": opts.get("experiment"),
@@ -186,7 +198,10 @@ def run_command(encoder, resume_dir, **opts):
                    err=True)
         raise SystemExit(130)
     progress.close()
-    click.echo(results_table(results))
+    from wspace_core import distributed
+
+    if distributed.is_main():  # under torchrun every rank returns the results; one prints them
+        click.echo(results_table(results))
 
 
 def attach(cli: click.Group) -> None:

@@ -43,7 +43,7 @@ import torch
 from wspace_core import plugins
 from wspace_core.config import PRETRAIN_PRESETS, PretrainConfig, require_device
 from wspace_core.emulation import Emulator
-from wspace_core.pretrain import EmulationModel, ZooSplit, build_encoder, encoder_context
+from wspace_core.pretrain import EmulationModel, ZooSplit, build_encoder, encoder_context, training_step
 from wspace_core.registry import WspaceError
 
 PRESET = "paper"
@@ -83,18 +83,11 @@ def make_bench(name: str, zoo, train: ZooSplit, config: PretrainConfig, z_dim: i
     parameters = list(encoder.parameters()) + list(emulator.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     model = EmulationModel(encoder, emulator, train)
-    num_stored = zoo.rollout_inputs.shape[1]
-    per_net = min(config.rollouts_per_network, num_stored)
+    per_net = min(config.rollouts_per_network, zoo.rollout_inputs.shape[1])
 
-    def step() -> None:  # the body of pretrain()'s training loop (one process, no logging)
-        pick = torch.randint(len(train), (config.batch_size,), generator=generator).numpy()
-        rollouts = torch.rand(config.batch_size, num_stored, generator=generator).argsort(dim=1)[:, :per_net].numpy()
-        params, inputs, targets, mask = train.batch(train.rows[pick], rollouts, per_net)
-        loss = objective(model(params, inputs, generator), targets, mask).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-        optimizer.step()
+    def step() -> None:  # exactly pretrain()'s training step (one process, no logging)
+        training_step(model, objective, optimizer, parameters, train, config.batch_size, per_net,
+                      config.grad_clip, generator)
 
     return Bench(name, step, sum(p.numel() for p in encoder.parameters()))
 

@@ -224,6 +224,26 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
 
 
+
+def training_step(model, objective, optimizer, parameters, train: ZooSplit, batch_size: int,
+                  rollouts_per_network: int, grad_clip: float, generator: torch.Generator,
+                  loss_scale: float = 1.0) -> torch.Tensor:
+    """One pretraining step: ``batch_size`` training networks, ``rollouts_per_network`` of each
+    one's stored rollouts, emulation loss, backward, gradient clipping, optimiser step.
+    ``loss_scale`` weighs this process's share of the batch under DDP. Returns the mean loss."""
+    num_stored = train.zoo.rollout_inputs.shape[1]
+    pick = torch.randint(len(train), (batch_size,), generator=generator).numpy()
+    rollouts = torch.rand(batch_size, num_stored, generator=generator
+                          ).argsort(dim=1)[:, :rollouts_per_network].numpy()  # (S, R) without repeats
+    params, inputs, targets, mask = train.batch(train.rows[pick], rollouts, rollouts_per_network)
+    loss = objective(model(params, inputs, generator), targets, mask).mean()
+    optimizer.zero_grad(set_to_none=True)
+    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    return loss
+
+
 def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16, preset: str = "quick",
              encoder_options: dict | None = None, seed: int = 0, device: str = "cpu",
              checkpoint_dir: Path | None = None, resume: bool = False,
@@ -317,15 +337,8 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
         last_eval = run_eval()  # the untrained floor, step 0
     try:
         while step < config.steps:
-            pick = torch.randint(len(train), (local_batch,), generator=generator).numpy()
-            rollouts = torch.rand(local_batch, num_rollouts_stored, generator=generator
-                                  ).argsort(dim=1)[:, :per_net].numpy()
-            params, inputs, targets, mask = train.batch(train.rows[pick], rollouts, per_net)
-            loss = objective(model(params, inputs, generator), targets, mask).mean()
-            optimizer.zero_grad(set_to_none=True)
-            (loss * share if share != 1.0 else loss).backward()
-            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-            optimizer.step()
+            loss = training_step(model, objective, optimizer, parameters, train, local_batch,
+                                 per_net, config.grad_clip, generator, share)
             step += 1
             if ctx.enabled and (step % 10 == 0 or step == config.steps):
                 # the loss over the whole effective batch (a collective: every rank takes part)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
-import attrs
 import numpy as np
 import pytest
 import torch

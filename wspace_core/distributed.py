@@ -280,11 +280,11 @@ def build_zoo(config, out: str | os.PathLike, resume: bool = False, progress=Non
         return zoo_build.build_zoo(config, out, resume=resume, progress=progress)
     ctx = setup(config.device)
     # the ranks on one machine share its cores (the zoo does not depend on the thread count)
-    threads = max(1, zoo_build.default_threads(config.device) // ctx.local_world_size)
+    threads = max(1, zoo_build.default_workers(config.device) // ctx.local_world_size)
     error: Exception | None = None
     try:
         zoo_build.build_zoo(config, out, resume=resume, progress=progress,
-                            rank=ctx.rank, world_size=ctx.world_size, threads=threads)
+                            rank=ctx.rank, world_size=ctx.world_size, workers=threads)
     except Exception as err:  # told to every rank below, then raised here as it is
         error = err
     outcomes = all_gather_object(None if error is None else _describe(error), ctx)

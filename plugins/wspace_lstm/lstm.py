@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import rearrange
 
 from wspace_core.architecture import Architecture, ParameterLayout, Params, ParamSpec
 from wspace_core.symmetry import NeuronGroup, PermutedAxis, SymmetrySpec

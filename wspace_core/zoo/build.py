@@ -158,7 +158,7 @@ PRESETS: dict[str, Preset] = {
     # Measured on 2 cores (snapshots at 0, 10 %, 25 %, 50 %, 100 % of training): formal_languages
     # performance 0.01 -> 0.45 -> 0.84 -> 0.95 -> 0.97; tiled_mnist accuracy 0.10 -> 0.38 ->
     # 0.66 -> 0.83 -> 0.89. Sizes are multiples of 2 x CPU_GROUP_SIZE: equal shares for 2 cores.
-    "quick": Preset(dict(num_models=96, chunk_size=96, steps=1500, num_rollouts=100), {
+    "quick": Preset(dict(num_models=128, chunk_size=128, steps=1500, num_rollouts=100), {
         "formal_languages": dict(task_settings={"num_eval_strings": 500}),
         "tiled_mnist": dict(num_models=64, chunk_size=64, task_settings={"num_eval_images": 200}),
     }),

@@ -63,17 +63,11 @@ def list_command(kind):
 
 
 def _register_subcommands() -> None:
-    import importlib
+    """Commands grouped by area, one module each (imported here, after ``cli`` exists)."""
+    from wspace_core.cli import compare, predict, run, zoo
 
-    for module in ("wspace_core.cli.zoo", "wspace_core.cli.run", "wspace_core.cli.predict",
-                   "wspace_core.cli.compare"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        mod.attach(cli)
+    for module in (zoo, run, predict, compare):
+        module.attach(cli)
 
 
 _register_subcommands()

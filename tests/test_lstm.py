@@ -5,6 +5,8 @@ import itertools
 import pytest
 import torch
 
+from reference_models import torch_lstm_reference
+
 from wspace_core import plugins
 from wspace_core.architecture import Sizes
 
@@ -18,18 +20,12 @@ def _lstm(sizes):
     return plugins.architectures().get("lstm")(sizes)
 
 
-def _reference(sizes, flat_row):
-    lstm = torch.nn.LSTM(sizes.input_size, sizes.hidden_size, sizes.num_layers, batch_first=True)
-    linear = torch.nn.Linear(sizes.hidden_size, sizes.output_size)
-    module = torch.nn.ModuleDict({"lstm": lstm, "linear": linear})
-    torch.nn.utils.vector_to_parameters(flat_row, module.parameters())
-    return module
 
 
 @pytest.mark.parametrize("sizes", SIZES, ids=str)
 def test_layout_matches_torch_parameters(sizes):
     arch = _lstm(sizes)
-    module = _reference(sizes, torch.zeros(arch.layout.num_params))
+    module = torch_lstm_reference(sizes, torch.zeros(arch.layout.num_params))
     assert [(n, tuple(p.shape)) for n, p in module.named_parameters()] == [
         (p.name, p.shape) for p in arch.layout.params
     ]
@@ -51,7 +47,7 @@ def test_outputs_and_states_equal_torch(sizes):
     assert (torch.stack(step_ys, 2) - ys).abs().max() <= 1e-5
     flat = arch.layout.flatten(params)
     for m in range(M):
-        module = _reference(sizes, flat[m])
+        module = torch_lstm_reference(sizes, flat[m])
         hs, (h_n, c_n) = module["lstm"](xs[m])
         ref = module["linear"](hs)
         assert (ref - ys[m]).abs().max() <= 1e-5

@@ -6,6 +6,8 @@ import itertools
 import pytest
 import torch
 
+from reference_models import torch_lstm_reference
+
 from wspace_core import plugins
 from wspace_core.architecture import Sizes
 from wspace_lstm.sequence import POOL, LSTMSequence, lstm_sequence
@@ -13,12 +15,6 @@ from wspace_lstm.sequence import POOL, LSTMSequence, lstm_sequence
 SIZES = [Sizes(i, h, o, layers) for (i, h, o), layers in itertools.product([(6, 32, 6), (3, 7, 5), (1, 4, 2)], [1, 2, 3])]
 
 
-def _reference(sizes, flat_row):
-    lstm = torch.nn.LSTM(sizes.input_size, sizes.hidden_size, sizes.num_layers, batch_first=True)
-    linear = torch.nn.Linear(sizes.hidden_size, sizes.output_size)
-    module = torch.nn.ModuleDict({"lstm": lstm, "linear": linear})
-    torch.nn.utils.vector_to_parameters(flat_row, module.parameters())
-    return module
 
 
 @pytest.mark.parametrize("T", [1, 9])
@@ -40,7 +36,7 @@ def test_values_and_gradients_equal_torch_lstm(sizes, T):
 
     flat = arch.layout.flatten({k: v.detach() for k, v in params.items()})
     for m in range(M):
-        module = _reference(sizes, flat[m])
+        module = torch_lstm_reference(sizes, flat[m])
         x = xs[m].detach().requires_grad_()
         h, c = h0[:, m].detach().requires_grad_(), c0[:, m].detach().requires_grad_()
         hs, (h_n, c_n) = module["lstm"](x, (h, c))

@@ -17,6 +17,7 @@ identity of one process, so a plain ``wspace ...`` behaves exactly as it does wi
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import warnings
 from datetime import timedelta
@@ -130,10 +131,21 @@ def setup(device: str = "cpu") -> DistContext:
     return ctx
 
 
-def teardown() -> None:
-    """Leave the process group (registered to run at exit by ``setup``)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool = False) -> None:
+    """Leave the process group: the ``wspace`` command calls it when it ends, and ``setup``
+    registers it to run at exit as well (a no-op once left).
+
+    ``finished``: every rank completed its command, so all meet at a barrier first and leave
+    together; after a failure a rank leaves at once (the others may never arrive). Objects still
+    holding the group (a DistributedDataParallel wrapper in a reference cycle) are collected
+    before it is destroyed: left to interpreter shutdown, gloo's threads outlive the group and
+    the process aborts ("terminate called without an active exception")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 # ---- collectives (identities in one process) -------------------------------------------------

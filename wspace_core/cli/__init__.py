@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import warnings
 
 import click
@@ -16,13 +17,19 @@ class WspaceGroup(click.Group):
     """Turns every ``WspaceError`` (a user mistake) into a one-paragraph message and exit code 1."""
 
     def invoke(self, ctx):
+        finished = False
         try:
             with warnings.catch_warnings():
                 # a stale zoo lock taken over is also logged: say it once, without a source line
                 warnings.filterwarnings("ignore", message="taking over the ", category=UserWarning)
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+            finished = True
+            return result
         except WspaceError as err:
             raise click.ClickException(str(err)) from None
+        finally:  # under torchrun: every rank leaves the process group before the interpreter ends
+            if "wspace_core.distributed" in sys.modules:  # (commands that never joined import no torch)
+                sys.modules["wspace_core.distributed"].teardown(finished=finished)
 
 
 @click.group(cls=WspaceGroup)

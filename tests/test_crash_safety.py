@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -338,3 +339,94 @@ def test_killed_pretraining_resumes_into_the_same_mlflow_run(tmp_path):
     # resuming a finished run does nothing and says so
     finished = run_cli(["run", "--resume", str(run_dir)])
     assert finished.returncode == 0 and "already finished" in finished.stderr
+
+
+# ---- the builder's worker processes end with the build ------------------------------------------
+
+#: a build long enough that its two workers are still training when the parent is stopped
+LONG_BUILD = ["zoo", "build", "--task", "formal_languages", "--preset", "smoke", "--num-models", "32",
+              "--chunk-size", "32", "--steps", "100000"]
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return out
+
+
+def _pool_workers(pid: int) -> set[int]:
+    """The pool's worker processes among ``pid``'s children (not multiprocessing's resource tracker)."""
+    workers = set()
+    for child in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.add(child)
+    return workers
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody has reaped yet counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return {p for p in pids if _alive(p)}
+
+
+def _models_done(log: Path) -> float:
+    return max([float(m) for m in re.findall(r"([0-9.]+)/32 models", log.read_text())] or [0.0])
+
+
+def _start_long_build(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
+    proc = spawn(LONG_BUILD + ["--out", str(tmp_path / "zoo")], tmp_path / "build.log")
+    workers: set[int] = set()
+    try:
+        assert wait_until(proc, lambda: len(workers.update(_pool_workers(proc.pid)) or workers) >= 2), \
+            (tmp_path / "build.log").read_text()
+        # the bar counts models trained: the workers have their groups and are training them
+        assert wait_until(proc, lambda: _models_done(tmp_path / "build.log") > 0), \
+            (tmp_path / "build.log").read_text()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc, workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_workers_end_when_the_build_is_killed_outright(tmp_path):
+    proc, workers = _start_long_build(tmp_path)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone: it cannot stop its pool
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        left = _wait_gone(workers, timeout=20)
+        assert not left, f"worker processes {sorted(left)} outlived the killed build"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_sigterm_stops_a_build_like_ctrl_c(tmp_path):
+    proc, workers = _start_long_build(tmp_path)
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        assert not _wait_gone(workers, timeout=20)
+        text = (tmp_path / "build.log").read_text()
+        assert "interrupted" in text and "--resume" in text and "Traceback" not in text, text
+        assert not (tmp_path / "zoo" / LOCK_NAME).exists()  # the lock was released
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -13,13 +15,39 @@ from wspace_core import __version__, plugins
 from wspace_core.registry import WspaceError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler's stop, torchrun ending the other ranks) stops a command
+    the way Ctrl-C does: committed chunks stay, pretraining checkpoints, MLflow marks the run
+    KILLED, worker processes are stopped."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises ``Terminated`` in the main thread while a command runs (when nothing else
+    has claimed the signal); the previous handler is restored afterwards."""
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+    if install:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        if install:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class WspaceGroup(click.Group):
-    """Turns every ``WspaceError`` (a user mistake) into a one-paragraph message and exit code 1."""
+    """Turns every ``WspaceError`` (a user mistake) into a one-paragraph message and exit code 1;
+    SIGTERM stops a command as Ctrl-C does."""
 
     def invoke(self, ctx):
         finished = False
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _sigterm_as_interrupt():
                 # a stale zoo lock taken over is also logged: say it once, without a source line
                 warnings.filterwarnings("ignore", message="taking over the ", category=UserWarning)
                 result = super().invoke(ctx)

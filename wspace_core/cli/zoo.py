@@ -85,7 +85,8 @@ class BuildProgressBar:
 def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size, steps, device):
     """Train a zoo of networks and write it to --out, chunk by chunk.
 
-    Ctrl-C stops it without damage: committed chunks stay, and `--resume` continues from them.
+    Ctrl-C (or SIGTERM) stops it without damage: committed chunks stay, and `--resume` continues
+    from them; worker processes end with it, even when the build itself is killed outright.
     Under torchrun (`torchrun --nproc-per-node N -m wspace_core.cli zoo build ...`) each rank
     builds its share of the chunks into --out and rank 0 merges them (docs/scaling.md).
     """

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -292,11 +293,23 @@ class _InProcess:
 
 
 _worker: dict[str, Any] = {}
+#: how often a worker checks that the build that spawned it is still alive
+PARENT_CHECK_S = 1.0
 
 
-def _worker_init(arch: Architecture, task: TaskFamily, counters) -> None:
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """A worker's watchdog: its parent killed outright (SIGKILL, the OOM killer) cannot stop the
+    pool, so the worker ends itself as soon as it is re-parented; nothing it computed is kept."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
+def _worker_init(arch: Architecture, task: TaskFamily, counters, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     torch.set_num_threads(1)  # one core per process: no OpenMP barriers on tiny per-step ops
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True,
+                     name="wspace-parent-watch").start()
     _worker.update(arch=arch, task=task, counters=counters)
 
 
@@ -317,7 +330,8 @@ class _ProcessPool:
     def __init__(self, arch: Architecture, task: TaskFamily, workers: int, max_groups: int):
         ctx = mp.get_context("spawn")
         self.counters = ctx.Array("q", max_groups, lock=False)
-        self.pool = ctx.Pool(workers, initializer=_worker_init, initargs=(arch, task, self.counters))
+        self.pool = ctx.Pool(workers, initializer=_worker_init,
+                             initargs=(arch, task, self.counters, os.getpid()))
 
     def run(self, specs: list[GroupSpec], on_steps: Callable[[int], None]) -> list[Snapshots]:
         for i in range(len(specs)):

@@ -33,8 +33,8 @@ from wspace_core.permutation_table import incomplete_summary, permutation_table,
 from wspace_core.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace_core.registry import WspaceError
 from wspace_core.report import bootstrap_ci, interval_dict, ordering_vs_paper, render_markdown
-from wspace_core.run import (BASELINE, _corr, _json_default, _result_summary, _task_labels, embeddings,
-                             emulation_fidelity, ensure_zoo)
+from wspace_core.run import (BASELINE, embeddings, emulation_fidelity, ensure_zoo, json_default, pearson,
+                             result_summary, task_labels)
 from wspace_core.task import SPLITS
 
 __all__ = ["CompareConfig", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders", "parse_seeds"]
@@ -153,7 +153,7 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
         tracker.log_metrics({f"best/{s}/{m}": v for s, ms in result.metrics.items() for m, v in ms.items()},
                             result.best_step)
         record = {"encoder": name, "seed": seed, "kind": "baseline" if name == BASELINE else result.encoder.kind,
-                  "encoder_options": options, "pretrain": _result_summary(result),
+                  "encoder_options": options, "pretrain": result_summary(result),
                   "mlflow_run_id": str(child_id) or None}
         fidelity = None
         if name != BASELINE:
@@ -161,7 +161,7 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
             fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
             record["emulation_fidelity"] = {"original_mean": float(np.mean(fidelity["original"])),
                                             "emulated_mean": float(np.mean(fidelity["emulated"])),
-                                            "correlation": _corr(fidelity["original"], fidelity["emulated"])}
+                                            "correlation": pearson(fidelity["original"], fidelity["emulated"])}
             specs = properties_of(zoo)
             dcfg = DOWNSTREAM_PRESETS[run_cfg.preset]
             record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
@@ -254,7 +254,7 @@ def _embedding_plots(zoo, results: dict[str, PretrainResult], device: str, plot_
     out = {}
     for name, result in results.items():
         rows, z = embeddings(result, zoo, "validation", device)
-        labels, perf = _task_labels(zoo, rows), zoo.metadata[perf_column][rows]
+        labels, perf = task_labels(zoo, rows), zoo.metadata[perf_column][rows]
         out[name] = {
             "task": str(plots.embedding_plot(z, labels, f"{name}: z of validation networks",
                                              plot_dir / f"embedding_{name}_by_task.png", color_label="task",
@@ -265,7 +265,7 @@ def _embedding_plots(zoo, results: dict[str, PretrainResult], device: str, plot_
         }
     rows = np.asarray(zoo.rows(split="validation"))
     weights = np.asarray(zoo.weights[np.sort(rows)], dtype=np.float32)  # (V, P)
-    labels, perf = _task_labels(zoo, np.sort(rows)), zoo.metadata[perf_column][np.sort(rows)]
+    labels, perf = task_labels(zoo, np.sort(rows)), zoo.metadata[perf_column][np.sort(rows)]
     raw = {
         "task": str(plots.tsne_or_pca_plot(weights, labels, "raw flattened weights of validation networks",
                                            plot_dir / "raw_weights_by_task.png", color_label="task",
@@ -306,7 +306,7 @@ def _finite(data):
 
 def _write_json(path: Path, data) -> None:
     tmp = path.with_suffix(".tmp")
-    plain = json.loads(json.dumps(data, default=_json_default))
+    plain = json.loads(json.dumps(data, default=json_default))
     tmp.write_text(json.dumps(_finite(plain), indent=2, allow_nan=False))
     tmp.replace(path)
 

@@ -80,7 +80,8 @@ def ensure_zoo(config: RunConfig, echo: Echo, progress=None):
     return build_zoo(zoo_config, path, resume=False, progress=progress)
 
 
-def _result_summary(result: PretrainResult) -> dict:
+def result_summary(result: PretrainResult) -> dict:
+    """The JSON-ready summary of a pretraining (best step, metrics, steps done, seconds)."""
     return {"best_step": result.best_step, "best_validation": result.best_validation,
             "metrics": result.metrics, "steps_done": result.steps_done,
             "stopped_early": result.stopped_early, "seconds": result.seconds}
@@ -100,7 +101,7 @@ def baseline_result(zoo, config: RunConfig, echo: Echo, progress=None) -> dict:
     echo("training the no-information baseline (z carries nothing about the network)")
     result = pretrain(zoo, BASELINE, config.pretrain, z_dim=config.z_dim, preset=config.preset,
                       seed=config.seed, device=config.device, progress=progress)
-    summary = _result_summary(result)
+    summary = result_summary(result)
     if not ctx.is_main:  # under torchrun rank 0 alone writes
         return summary
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,8 @@ def emulation_fidelity(result: PretrainResult, zoo, split: str, device: str, max
     return {"rows": rows, "original": meta[first][rows], "emulated": metrics[first].cpu().numpy()}
 
 
-def _task_labels(zoo, rows: np.ndarray) -> np.ndarray:
+def task_labels(zoo, rows: np.ndarray) -> np.ndarray:
+    """(len(rows),) an integer per distinct task of the networks at ``rows`` (plot colours)."""
     task = zoo.task_family()
     cols = np.stack([zoo.metadata[c][rows] for c in task.task_columns], axis=1)
     _, labels = np.unique(cols.round(6), axis=0, return_inverse=True)
@@ -225,7 +227,7 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
         rows, z = embeddings(result, zoo, "validation", config.device)
         perf = zoo.metadata[zoo.task_family().metric_columns[0]][rows]
         plot_paths = [
-            plots.embedding_plot(z, _task_labels(zoo, rows), f"{config.encoder}: z of validation networks",
+            plots.embedding_plot(z, task_labels(zoo, rows), f"{config.encoder}: z of validation networks",
                                  run_dir / "embedding_by_task.png", color_label="task"),
             plots.embedding_plot(z, perf, f"{config.encoder}: z of validation networks",
                                  run_dir / "embedding_by_performance.png", color_label="performance"),
@@ -246,10 +248,10 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
         results = {
             "encoder": config.encoder, "task": config.task, "arch": config.arch, "preset": config.preset,
             "zoo": str(zoo.path), "zoo_fingerprint": zoo.fingerprint, "objective": objective,
-            "encoder_result": _result_summary(result), "baseline": baseline,
+            "encoder_result": result_summary(result), "baseline": baseline,
             "emulation_fidelity": {"original_mean": float(np.mean(fidelity["original"])),
                                    "emulated_mean": float(np.mean(fidelity["emulated"])),
-                                   "correlation": _corr(fidelity["original"], fidelity["emulated"])},
+                                   "correlation": pearson(fidelity["original"], fidelity["emulated"])},
             "downstream_frozen": downstream,
             "beats_baseline": result.metrics["validation"][objective] < baseline["metrics"]["validation"][objective],
             "run_dir": str(run_dir), "mlflow_run_id": run_id, "seconds": time.perf_counter() - t0,
@@ -258,12 +260,12 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
                             result.best_step)
         tracker.log_metrics({f"baseline/{s}/{m}": v for s, ms in baseline["metrics"].items()
                              for m, v in ms.items()}, 0)
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=json_default))
         tracker.log_artifact(run_dir / "results.json")
         results["tracking"] = tracker.run_url_or_path()
         status = "FINISHED"
         if ctx.enabled:  # the other ranks return these results, as plain JSON data
-            distributed.broadcast_object(json.loads(json.dumps(results, default=_json_default)), ctx)
+            distributed.broadcast_object(json.loads(json.dumps(results, default=json_default)), ctx)
         return results
     except KeyboardInterrupt:
         status = "KILLED"
@@ -278,7 +280,7 @@ def _silent(message: str) -> None:
 
 def _write_json(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(data, indent=2, default=json_default))
     tmp.replace(path)
 
 
@@ -375,14 +377,16 @@ def resume_run(run_dir: str | Path, echo: Echo = print, zoo_progress=None, pretr
     return run(config, echo, zoo_progress, pretrain_progress, tracker=tracker, run_dir=run_dir)
 
 
-def _corr(a, b) -> float:
+def pearson(a, b) -> float:
+    """Pearson's correlation of two sequences; NaN when either is constant."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _json_default(value):
+def json_default(value):
+    """``json.dumps`` default for numpy scalars and arrays."""
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from wspace_core import plugins
 from wspace_core.architecture import Sizes
 from wspace_core.cli import cli
-from wspace_core.compare import encoder_options_for, parse_encoders, parse_seeds
+from wspace_core.compare import (aggregate_runs, encoder_options_for, parse_encoders, parse_seeds,
+                                 rebuild_report)
 from wspace_core.permutation_table import CORRECT, FUNCTION_ROW, WEIGHTS_ROW, permutation_table
 from wspace_core.pretrain import build_encoder, encoder_context
 from wspace_core.registry import UnknownNameError, WspaceError
-from wspace_core.report import (bootstrap_ci, downstream_bar_plot, interval_dict, ordering_vs_paper,
+from wspace_core.report import (bootstrap_ci, details_table, downstream_bar_plot, interval_dict, ordering_vs_paper,
                                 probe_heatmap)
 from wspace_core.zoo import ZooWriter
 
@@ -220,6 +221,47 @@ def test_ordering_reports_a_tie_instead_of_a_winner():
     assert "tie" in out["text"] and "**no**" in out["text"]
 
 
+def test_the_baseline_is_the_chance_level_never_the_best_task_predictor():
+    out = ordering_vs_paper(_results(
+        {"no_information": 0.4, "dwsnet": 0.2, "interactive_probing": 0.1},
+        {"no_information": 0.9, "dwsnet": 0.3, "interactive_probing": 0.5}))
+    facts = out["facts"]
+    assert facts["best_task_predictor"]["validation"]["encoder"] == "interactive_probing"
+    chance = facts["best_task_predictor_above_chance"]
+    assert chance["chance"] == pytest.approx(0.9) and chance["above"] is False
+    assert chance["interval_clear_of_chance"] is False
+    assert "chance level" in out["text"] and "not above" in out["text"]
+    out = ordering_vs_paper(_results(
+        {"no_information": 0.4, "dwsnet": 0.2, "interactive_probing": 0.1},
+        {"no_information": 0.01, "dwsnet": 0.3, "interactive_probing": 0.5}))
+    assert out["facts"]["best_task_predictor_above_chance"] == {
+        "chance": pytest.approx(0.01), "above": True, "interval_clear_of_chance": True}
+
+
+def test_aggregate_keeps_every_head_figure_and_the_report_shows_them(tmp_path):
+    def run(enc, seed, acc, supervised=True):
+        metrics = {"loss": 1.0, "exact_accuracy": acc, "accuracy_mb": acc + 0.1}
+        record = {"encoder": enc, "seed": seed, "kind": "mechanistic",
+                  "pretrain": {"metrics": {"validation": {"reverse_kl": 0.1}, "ood": {"reverse_kl": 0.1}}},
+                  "downstream_frozen": {"task": {s: metrics for s in ("train", "validation", "ood")}}}
+        if supervised:
+            record["downstream_supervised"] = {"task": {s: metrics for s in ("train", "validation", "ood")}}
+        return record
+
+    records = [run("no_information", s, 0.0, supervised=False) for s in (0, 1)] + \
+              [run("dwsnet", s, 0.2 + 0.1 * s) for s in (0, 1)]
+    agg = aggregate_runs(records, ["no_information", "dwsnet"], seed=0)
+    task = agg["downstream"]["task"]
+    assert task["metric"] == "exact_accuracy"
+    assert task["encoders"]["dwsnet"]["frozen"]["validation"]["mean"] == pytest.approx(0.25)
+    assert set(task["encoders"]["no_information"]) == {"frozen"}
+    details = task["details"]["dwsnet"]["supervised"]["ood"]
+    assert set(details) == {"accuracy_mb"} and details["accuracy_mb"]["mean"] == pytest.approx(0.35)
+    lines = "\n".join(details_table(task))
+    assert "accuracy_mb validation" in lines and "| no_information (chance: z carries nothing) | pretrained |" in lines
+    assert "| dwsnet | supervised | 0.350" in lines
+
+
 # ---- report figures -----------------------------------------------------------------------------
 
 def test_probe_heatmap_and_downstream_bars_write_pngs(tmp_path):
@@ -298,6 +340,13 @@ def test_compare_end_to_end(tmp_path, monkeypatch):
     assert len(results["emulation"]["layerwise_statistics"]["validation"]["reverse_kl"]["values"]) == 2
     assert set(results["downstream"]) == {"task", "performance"}
     assert "supervised" in results["downstream"]["task"]["encoders"]["interactive_probing"]
+    assert set(results["downstream"]["task"]["encoders"]["no_information"]) == {"frozen"}  # the chance level
+    assert "accuracy_mb" in results["downstream"]["task"]["details"]["interactive_probing"]["frozen"]["validation"]
+    assert "no_information (chance: z carries nothing)" in report and "Other figures of the same heads" in report
+    assert rebuild_report(out)["downstream"] == results["downstream"]  # recomputed from the runs alone
+    assert (out / "report.md").read_text() == report
+    with pytest.raises(WspaceError, match="no results.json"):
+        rebuild_report(tmp_path)
     assert results["permutation"]["rows"][FUNCTION_ROW][CORRECT] < 1e-4
     assert results["permutation"]["rows"]["layerwise_statistics (trained)"][CORRECT] < 1e-4
     for plot in ("downstream_task.png", "probes_interactive_probing.png", "raw_weights_by_task.png",

@@ -156,14 +156,21 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
                   "encoder_options": options, "pretrain": result_summary(result),
                   "mlflow_run_id": str(child_id) or None}
         fidelity = None
-        if name != BASELINE:
+        specs = properties_of(zoo)
+        dcfg = DOWNSTREAM_PRESETS[run_cfg.preset]
+        if name == BASELINE:  # a head on a z that carries nothing: the chance level of every property
+            echo(f"  {name}: property prediction (the chance level)")
+            record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
+                                                         device=run_cfg.device)
+            tracker.log_metrics({f"downstream_frozen/{prop}/{split}/{k}": v
+                                 for prop, splits in record["downstream_frozen"].items()
+                                 for split, ms in splits.items() for k, v in ms.items()}, result.best_step)
+        else:
             echo(f"  {name}: emulation fidelity, property prediction")
             fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
             record["emulation_fidelity"] = {"original_mean": float(np.mean(fidelity["original"])),
                                             "emulated_mean": float(np.mean(fidelity["emulated"])),
                                             "correlation": pearson(fidelity["original"], fidelity["emulated"])}
-            specs = properties_of(zoo)
-            dcfg = DOWNSTREAM_PRESETS[run_cfg.preset]
             record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
                                                          device=run_cfg.device)
             if not config.skip_supervised:
@@ -190,7 +197,10 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
 
 # ---- aggregation ------------------------------------------------------------------------------
 
-def _aggregate(records: list[dict], encoders: list[str], seed: int) -> dict:
+def aggregate_runs(records: list[dict], encoders: list[str], seed: int) -> dict:
+    """Every figure of the runs (runs.json records) as mean and 95% bootstrap interval over seeds:
+    emulation losses, fidelity, and per property the headline metric (``encoders``) and the head's
+    other figures (``details``)."""
     by_encoder = {e: [r for r in records if r["encoder"] == e] for e in encoders}
     emulation = {}
     for enc, runs in by_encoder.items():
@@ -208,14 +218,19 @@ def _aggregate(records: list[dict], encoders: list[str], seed: int) -> dict:
             continue
         for prop, splits in runs[0]["downstream_frozen"].items():
             metric, _ = headline(splits["validation"])
-            entry = downstream.setdefault(prop, {"metric": metric, "encoders": {}})
-            settings = {}
+            entry = downstream.setdefault(prop, {"metric": metric, "encoders": {}, "details": {}})
+            settings, details = {}, {}
             for setting in ("frozen", "supervised"):
                 key = f"downstream_{setting}"
                 if key in runs[0] and prop in runs[0][key]:
                     settings[setting] = {split: interval_dict([r[key][prop][split][metric] for r in runs], seed)
                                          for split in ("train", "validation", "ood")}
+                    # every other figure the head reports (per-offset accuracies, MAE, ...), loss aside
+                    details[setting] = {split: {m: interval_dict([r[key][prop][split][m] for r in runs], seed)
+                                                for m in runs[0][key][prop][split] if m not in ("loss", metric)}
+                                        for split in ("validation", "ood")}
             entry["encoders"][enc] = settings
+            entry["details"][enc] = details
     return {"emulation": emulation, "fidelity": fidelity, "downstream": downstream}
 
 
@@ -362,7 +377,7 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
             "seeds": list(config.seeds), "skip_supervised": config.skip_supervised, "config": attrs.asdict(config),
             "runs": records,
         }
-        results.update(_aggregate(records, names, seed=run_cfg.seed))
+        results.update(aggregate_runs(records, names, seed=run_cfg.seed))
         results["emulation_metrics"] = sorted(next(iter(results["emulation"].values()))["validation"])
         plot_paths: dict = {"fidelity": {}, "downstream": {}}
         for name, fid in fidelities.items():
@@ -411,3 +426,28 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
         tracker.log_artifact(report_dir, "report")
         echo(f"report written to {report_dir / 'report.md'}")
         return results
+
+
+def rebuild_report(report_dir: str | Path) -> dict:
+    """Recompute a finished comparison's aggregates, ordering paragraph, downstream bar plots and
+    report.md from the per-run records in its results.json (nothing is retrained): for a report
+    written by an older wspace, or after records were added to ``runs``. Returns the results."""
+    from wspace_core.report import downstream_bar_plot
+
+    report_dir = Path(report_dir)
+    path = report_dir / "results.json"
+    if not path.exists():
+        raise WspaceError(f"{report_dir} holds no results.json; point at the --out directory of a finished "
+                          f"`wspace compare`")
+    results = json.loads(path.read_text())
+    results.update(aggregate_runs(results["runs"], results["encoders"], seed=results["config"]["run"]["seed"]))
+    plot_dir = report_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    results.setdefault("plots", {})["downstream"] = {
+        prop: str(downstream_bar_plot(entry["encoders"], entry["metric"], plot_dir / f"downstream_{prop}.png",
+                                      f"{prop}: pretrained vs supervised"))
+        for prop, entry in results["downstream"].items()}
+    results["ordering"] = ordering_vs_paper(results)
+    _write_json(path, results)
+    (report_dir / "report.md").write_text(render_markdown(results, report_dir))
+    return results

@@ -57,9 +57,10 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, n_resamples: int = 10_000
 
 
 def interval_dict(values: Sequence[float], seed: int = 0) -> dict:
-    """{"mean", "low", "high", "n", "values"}: what results.json stores for a figure over seeds."""
-    ci = bootstrap_ci(values, seed=seed)
-    clean = [float(v) for v in values]
+    """{"mean", "low", "high", "n", "values"}: what results.json stores for a figure over seeds.
+    None (how results.json writes NaN) counts as NaN."""
+    clean = [math.nan if v is None else float(v) for v in values]
+    ci = bootstrap_ci(clean, seed=seed)
     return {"mean": ci.mean, "low": ci.low, "high": ci.high, "n": len(clean), "values": clean}
 
 
@@ -174,7 +175,7 @@ def ordering_vs_paper(results: Mapping) -> dict:
         best = {}
         for split in ("validation", "ood"):
             entries = {e: v["frozen"][split] for e, v in task_prop["encoders"].items()
-                       if "frozen" in v and math.isfinite(v["frozen"][split]["mean"])}
+                       if e != BASELINE and "frozen" in v and math.isfinite(v["frozen"][split]["mean"])}
             if entries:
                 top = better(entry["mean"] for entry in entries.values())
                 tied = sorted(e for e, entry in entries.items() if entry["mean"] == top)
@@ -205,6 +206,19 @@ def ordering_vs_paper(results: Mapping) -> dict:
                              if o["encoder"] not in (b["encoder"], None)
                              else f"; {o[metric]:.3f} on the OOD half")
                 text += ")."
+                chance = task_prop["encoders"].get(BASELINE, {}).get("frozen", {}).get("validation")
+                if chance is not None:
+                    win = task_prop["encoders"][b["encoder"]]["frozen"]["validation"]
+                    above = (win["mean"] > chance["mean"]) if higher_is_better(metric) else (win["mean"] < chance["mean"])
+                    clear = ((win["low"] > chance["high"]) if higher_is_better(metric)
+                             else (win["high"] < chance["low"])) if len(results["seeds"]) > 1 else None
+                    facts["best_task_predictor_above_chance"] = {"chance": chance["mean"], "above": above,
+                                                                 "interval_clear_of_chance": clear}
+                    text += (f" The chance level (a head on the no-information z) is {chance['mean']:.3f}: the best "
+                             f"encoder is {'above' if above else 'not above'} it"
+                             + ("" if clear is None else
+                                f", {'its interval clear of' if clear else 'its interval overlapping'} chance's")
+                             + ".")
             if results["task"] == PAPER_TASK:
                 if PAPER_BEST_TASK_PREDICTOR not in encoders:
                     agrees, verdict = None, f"{PAPER_BEST_TASK_PREDICTOR} was not among the compared encoders"
@@ -296,6 +310,26 @@ def emulation_table(results: Mapping) -> list[str]:
     return _table(header, rows)
 
 
+def _downstream_label(encoder: str) -> str:
+    return f"{encoder} (chance: z carries nothing)" if encoder == BASELINE else encoder
+
+
+def details_table(entry: Mapping) -> list[str]:
+    """The head's other figures (e.g. each offset's accuracy): one row per encoder and setting."""
+    details = entry.get("details") or {}
+    metrics = sorted({m for d in details.values() for splits in d.values() for ms in splits.values() for m in ms})
+    if not metrics:
+        return []
+    columns = [(m, split) for m in metrics for split in ("validation", "ood")]
+    rows = []
+    for enc, by_setting in details.items():
+        for setting, splits in by_setting.items():
+            rows.append([_downstream_label(enc), "pretrained" if setting == "frozen" else setting]
+                        + [fmt_interval(splits.get(split, {}).get(m), 3) for m, split in columns])
+    return ["", "Other figures of the same heads:", ""] + _table(
+        ["encoder", "setting"] + [f"{m} {split}" for m, split in columns], rows)
+
+
 def render_markdown(results: Mapping, report_dir: PathLike) -> str:
     """report.md: readable on its own, every figure taken from ``results``."""
     root = Path(report_dir)
@@ -338,10 +372,11 @@ def render_markdown(results: Mapping, report_dir: PathLike) -> str:
             lines += [f"### {prop} ({metric}, {arrow} is better)", ""]
             rows = []
             for enc, settings in entry["encoders"].items():
-                rows.append([enc] + [fmt_interval(settings.get(s, {}).get(split), 3)
-                                     for s in ("frozen", "supervised") for split in ("validation", "ood")])
+                rows.append([_downstream_label(enc)] + [fmt_interval(settings.get(s, {}).get(split), 3)
+                                                        for s in ("frozen", "supervised") for split in ("validation", "ood")])
             lines += _table(["encoder", "pretrained validation", "pretrained ood", "supervised validation",
                              "supervised ood"], rows)
+            lines += details_table(entry)
             plot = results["plots"].get("downstream", {}).get(prop)
             if plot:
                 lines += ["", f"![{prop}]({_rel(plot, root)})"]

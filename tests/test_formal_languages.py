@@ -202,8 +202,8 @@ def test_settings_registration_and_properties():
     assert (fam.input_size, fam.output_size, fam.sequence_length) == (6, 6, T)
     assert fam.task_columns == ("mb", "mc", "md") and fam.metric_columns == ("performance",)
     task, perf = fam.properties()
-    assert (task.name, task.kind, task.columns, task.groups, task.class_offset, task.values) == (
-        "task", "multihot", ("mb", "mc", "md"), (6, 6, 6), 3, (-3, -2, -1, 0, 1, 2))
+    assert (task.name, task.kind, task.columns, task.groups, task.values) == (
+        "task", "multihot", ("mb", "mc", "md"), (6, 6, 6), (-3, -2, -1, 0, 1, 2))
     assert (perf.name, perf.kind, perf.columns) == ("performance", "scalar", ("performance",))
     assert fam.describe()["splits"]["ood"] == [list(lang) for lang in fam.splits()["ood"]]
 

@@ -205,7 +205,7 @@ class FormalLanguages(TaskFamily):
         k = len(OFFSET_VALUES)
         return (
             PropertySpec("task", "multihot", self.task_columns, num_classes=3 * k, groups=(k, k, k),
-                         class_offset=-OFFSET_VALUES[0], values=OFFSET_VALUES),
+                         values=OFFSET_VALUES),
             PropertySpec("performance", "scalar", ("performance",)),
         )
 

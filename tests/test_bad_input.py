@@ -216,6 +216,9 @@ CASES = [
     Case("build-chunk-size-0", build_args("--chunk-size", "0"), ("chunk_size must be a positive integer",)),
     Case("build-steps-negative", build_args("--steps", "-3"), ("steps must be a positive integer",)),
     Case("build-chunk-bigger-than-zoo", build_args("--num-models", "3", "--chunk-size", "4"), ("chunk_size",)),
+    Case("build-unknown-task-setting", build_args("--task-setting", "bogus=1"),
+         ("unknown formal_languages setting(s) bogus", "num_eval_strings")),
+    Case("build-task-setting-without-value", build_args("--task-setting", "bogus"), ("KEY=VALUE",)),
     Case("build-not-an-int", build_args("--num-models", "many"), ("'many' is not a valid integer",)),
     # configuration files
     Case("toml-hidden-size-0", run_args("--config", "{config}"),

@@ -371,3 +371,19 @@ def test_formal_languages_smoke_build_trains(tmp_path):
         loss = family.training_loss(arch.forward(arch.layout.unflatten(torch.from_numpy(np.array(zoo.weights))),
                                                  x)[0], y).reshape(4, S)
     assert (loss[:, -1] < 0.6 * loss[:, 0]).all(), loss
+
+
+def test_zoo_build_command_takes_task_settings(tmp_path):
+    from click.testing import CliRunner
+
+    from wspace_core.cli import cli
+
+    _family_or_skip("formal_languages")
+    out = tmp_path / "zoo"
+    result = CliRunner().invoke(cli, ["zoo", "build", "--task", "formal_languages", "--preset", "smoke",
+                                      "--num-models", "3", "--task-setting", "num_eval_strings=8",
+                                      "--task-setting", "max_n=6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    zoo = Zoo.open(out)
+    assert zoo.manifest["build"]["task_settings"] == {"num_eval_strings": 8, "max_n": 6}
+    assert zoo.task_family().settings()["max_n"] == 6  # the zoo's family is built with them

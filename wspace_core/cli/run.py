@@ -7,24 +7,10 @@ from pathlib import Path
 
 import click
 
+from wspace_core.cli.options import key_values
 from wspace_core.cli.progress import ProgressLine
 from wspace_core.config import PRESETS, load_toml, resolve
 from wspace_core.registry import WspaceError
-
-
-def _key_values(pairs: tuple[str, ...], flag: str) -> dict:
-    import tomllib
-
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise WspaceError(f"{flag} takes KEY=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:  # numbers, booleans and quoted strings as in TOML; anything else is a string
-            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 def run_options(func):
@@ -68,7 +54,7 @@ def run_options(func):
 
 def config_from_options(encoder: str | None, opts: dict):
     file_values = load_toml(opts["config_file"]) if opts.get("config_file") else {}
-    encoder_options = _key_values(opts.get("encoder_option", ()), "--encoder-option")
+    encoder_options = key_values(opts.get("encoder_option", ()), "--encoder-option")
     if opts.get("probing_strategy"):
         encoder_options["probing_strategy"] = opts["probing_strategy"]
     zoo = {k: v for k, v in (("num_models", opts.get("zoo_models")), ("steps", opts.get("zoo_steps")),
@@ -87,7 +73,7 @@ def config_from_options(encoder: str | None, opts: dict):
         "tracking_uri": opts.get("tracking_uri"), "experiment": opts.get("experiment"),
         "tracking": False if opts.get("no_tracking") else None,
         "zoo": zoo or None, "encoder_options": encoder_options or None,
-        "task_settings": _key_values(opts.get("task_setting", ()), "--task-setting") or None,
+        "task_settings": key_values(opts.get("task_setting", ()), "--task-setting") or None,
         "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
         "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
     }

@@ -82,7 +82,9 @@ class BuildProgressBar:
 @click.option("--chunk-size", type=int, default=None, help="Networks trained at once and committed together.")
 @click.option("--steps", type=int, default=None, help="Training steps of each network (overrides the preset).")
 @click.option("--device", default=None, help="torch device to train on, e.g. cpu or cuda.")
-def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size, steps, device):
+@click.option("--task-setting", "task_setting", multiple=True, metavar="KEY=VALUE",
+              help="Task family setting, repeatable (e.g. --task-setting data_root=~/mnist).")
+def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size, steps, device, task_setting):
     """Train a zoo of networks and write it to --out, chunk by chunk.
 
     Ctrl-C (or SIGTERM) stops it without damage: committed chunks stay, and `--resume` continues
@@ -94,8 +96,11 @@ def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size,
     from wspace_core.zoo import build
     from wspace_core.config import require_device
 
+    from wspace_core.cli.options import key_values
+
     overrides = {"arch": arch, "seed": seed, "num_models": num_models, "chunk_size": chunk_size,
-                 "steps": steps, "device": device}
+                 "steps": steps, "device": device,
+                 "task_settings": key_values(task_setting, "--task-setting") or None}
     if device is not None:
         require_device(device)  # before any work
     config = build.preset_config(task, preset, **{k: v for k, v in overrides.items() if v is not None})

@@ -37,7 +37,8 @@ from wspace_core.run import (BASELINE, embeddings, emulation_fidelity, ensure_zo
                              result_summary, task_labels)
 from wspace_core.task import SPLITS
 
-__all__ = ["CompareConfig", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders", "parse_seeds"]
+__all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders",
+           "parse_seeds", "rebuild_report"]
 
 Echo = Callable[[str], None]
 

@@ -345,6 +345,8 @@ def test_compare_end_to_end(tmp_path, monkeypatch):
     assert "no_information (chance: z carries nothing)" in report and "Other figures of the same heads" in report
     assert rebuild_report(out)["downstream"] == results["downstream"]  # recomputed from the runs alone
     assert (out / "report.md").read_text() == report
+    rebuild_report(out, note="the baseline rows were added afterwards")
+    assert "Note: the baseline rows were added afterwards" in (out / "report.md").read_text()
     with pytest.raises(WspaceError, match="no results.json"):
         rebuild_report(tmp_path)
     assert results["permutation"]["rows"][FUNCTION_ROW][CORRECT] < 1e-4

@@ -429,10 +429,12 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
         return results
 
 
-def rebuild_report(report_dir: str | Path) -> dict:
+def rebuild_report(report_dir: str | Path, note: str | None = None) -> dict:
     """Recompute a finished comparison's aggregates, ordering paragraph, downstream bar plots and
     report.md from the per-run records in its results.json (nothing is retrained): for a report
-    written by an older wspace, or after records were added to ``runs``. Returns the results."""
+    written by an older wspace, or after records were added to ``runs``. ``note`` (what was done
+    to the records, say) is kept in results.json and shown under the report's header. Returns
+    the results."""
     from wspace_core.report import downstream_bar_plot
 
     report_dir = Path(report_dir)
@@ -441,6 +443,8 @@ def rebuild_report(report_dir: str | Path) -> dict:
         raise WspaceError(f"{report_dir} holds no results.json; point at the --out directory of a finished "
                           f"`wspace compare`")
     results = json.loads(path.read_text())
+    if note:
+        results["notes"] = [*results.get("notes", []), note]
     results.update(aggregate_runs(results["runs"], results["encoders"], seed=results["config"]["run"]["seed"]))
     plot_dir = report_dir / "plots"
     plot_dir.mkdir(exist_ok=True)

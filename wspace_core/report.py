@@ -348,6 +348,8 @@ def render_markdown(results: Mapping, report_dir: PathLike) -> str:
              f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)}). Figures are mean [95% percentile-bootstrap "
              f"interval of the mean over seeds]" + (" (one seed: the value itself)." if len(seeds) == 1 else "."),
              ""]
+    for note in results.get("notes", []):
+        lines += [f"Note: {note}", ""]
     if results.get("mlflow", {}).get("parent_run_id"):
         lines += [f"MLflow: parent run `{results['mlflow']['parent_run_id']}` "
                   f"({results['mlflow'].get('tracking') or 'tracking store'}), one child run per encoder and seed.", ""]

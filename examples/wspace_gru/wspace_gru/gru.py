@@ -18,8 +18,9 @@ import math
 import torch
 from einops import rearrange
 
-from wspace_core.architecture import Architecture, ParameterLayout, Params, ParamSpec
-from wspace_core.symmetry import NeuronGroup, PermutedAxis, SymmetrySpec
+from wspace_core.architecture import Architecture, ParameterLayout, Params
+from wspace_core.symmetry import SymmetrySpec
+from wspace_core.torch_rnn import stacked_layout, stacked_symmetry, uniform_init
 
 GATES = 3  # r, z, n
 
@@ -43,47 +44,18 @@ class GRU(Architecture):
 
     @property
     def layout(self) -> ParameterLayout:
-        s = self.sizes
-        H = s.hidden_size
-        specs = []
-        for layer in range(s.num_layers):
-            in_size = s.input_size if layer == 0 else H
-            specs += [
-                ParamSpec(f"gru.weight_ih_l{layer}", (GATES * H, in_size)),
-                ParamSpec(f"gru.weight_hh_l{layer}", (GATES * H, H)),
-                ParamSpec(f"gru.bias_ih_l{layer}", (GATES * H,)),
-                ParamSpec(f"gru.bias_hh_l{layer}", (GATES * H,)),
-            ]
-        specs += [ParamSpec("linear.weight", (s.output_size, H)), ParamSpec("linear.bias", (s.output_size,))]
-        return ParameterLayout(specs)
+        return stacked_layout("gru", GATES, self.sizes)
 
     @property
     def symmetry(self) -> SymmetrySpec:
         """Per layer: the rows of each of the 3 gate blocks of W_ih, W_hh and both biases, the
         columns of W_hh, and the columns of whatever reads the layer (next W_ih or the read-out)."""
-        s = self.sizes
-        groups = []
-        for layer in range(s.num_layers):
-            axes = [
-                PermutedAxis(f"gru.weight_ih_l{layer}", 0, GATES),
-                PermutedAxis(f"gru.weight_hh_l{layer}", 0, GATES),
-                PermutedAxis(f"gru.bias_ih_l{layer}", 0, GATES),
-                PermutedAxis(f"gru.bias_hh_l{layer}", 0, GATES),
-                PermutedAxis(f"gru.weight_hh_l{layer}", 1, 1),
-            ]
-            reader = f"gru.weight_ih_l{layer + 1}" if layer + 1 < s.num_layers else "linear.weight"
-            axes.append(PermutedAxis(reader, 1, 1))
-            groups.append(NeuronGroup(f"layer{layer}", s.hidden_size, axes))
-        return SymmetrySpec(groups)
+        return stacked_symmetry("gru", GATES, self.sizes)
 
     def init(self, num_models, generator=None, device="cpu", dtype=torch.float32) -> Params:
         """torch's defaults: GRU U(-1/√H, 1/√H); Linear(H, O) weight and bias U(-1/√H, 1/√H)."""
-        bound = 1.0 / math.sqrt(self.sizes.hidden_size)
-        params = {}
-        for p in self.layout.params:
-            u = torch.rand((num_models, *p.shape), generator=generator, dtype=dtype)
-            params[p.name] = (u * 2 - 1).mul_(bound).to(device)
-        return params
+        return uniform_init(self.layout, 1.0 / math.sqrt(self.sizes.hidden_size), num_models, generator,
+                            device, dtype)
 
     def initial_state(self, params: Params, batch_size: int):
         """Per layer one h of zeros, (M, B, H)."""

@@ -43,7 +43,8 @@ import torch
 from wspace_core import plugins
 from wspace_core.config import PRETRAIN_PRESETS, PretrainConfig, require_device
 from wspace_core.emulation import Emulator
-from wspace_core.pretrain import EmulationModel, ZooSplit, build_encoder, encoder_context, training_step
+from wspace_core.pretrain import (EmulationModel, ZooSplit, build_encoder, clip_groups, encoder_context,
+                                 training_step)
 from wspace_core.registry import WspaceError
 
 PRESET = "paper"
@@ -83,11 +84,12 @@ def make_bench(name: str, zoo, train: ZooSplit, config: PretrainConfig, z_dim: i
     parameters = list(encoder.parameters()) + list(emulator.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     model = EmulationModel(encoder, emulator, train)
+    groups = clip_groups(encoder, emulator, config.grad_clip_scope)
     per_net = min(config.rollouts_per_network, zoo.rollout_inputs.shape[1])
 
     def step() -> None:  # exactly pretrain()'s training step (one process, no logging)
-        training_step(model, objective, optimizer, parameters, train, config.batch_size, per_net,
-                      config.grad_clip, generator)
+        training_step(model, objective, optimizer, groups, train, config.batch_size, per_net,
+                      config.grad_clip, generator, positions=config.loss_positions)
 
     return Bench(name, step, sum(p.numel() for p in encoder.parameters()))
 

@@ -66,33 +66,64 @@ def _preset(instance, attribute, value):
         raise WspaceError(f"unknown preset {value!r}; presets: {', '.join(PRESETS)}")
 
 
+def _non_negative_int(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise WspaceError(f"{attribute.name} must be a non-negative integer, got {value!r}")
+
+
+def _one_of(*choices: str):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise WspaceError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+    return check
+
+
+#: how gradient clipping applies: to the encoder and the emulator each on its own (the published
+#: code: two ``clip_grad_norm_`` calls), or to their parameters as one vector (wspace's option)
+GRAD_CLIP_SCOPES = ("per_module", "joint")
+#: rollout steps an emulation loss averages over (``wspace_core.objective.POSITIONS``)
+LOSS_POSITIONS = ("all", "masked")
+
+
 @attrs.frozen
 class PretrainConfig:
-    """Emulation pretraining: the emulator imitates each network on its stored rollouts."""
+    """Emulation pretraining: the emulator imitates each network on its stored rollouts.
+
+    Defaults follow the paper's published code (``training_script.py``) where it makes a choice:
+    objective total variation averaged over all rollout positions, 1 rollout per network per
+    step, gradient clipping 0.1 on encoder and emulator separately. Budgets (steps, learning
+    rate, emulator size, early stopping) are the presets' business (``PRETRAIN_PRESETS``)."""
 
     steps: int = attrs.field(default=1500, validator=_positive_int)
     batch_size: int = attrs.field(default=64, validator=_positive_int)  # networks per step
-    rollouts_per_network: int = attrs.field(default=4, validator=_positive_int)
+    rollouts_per_network: int = attrs.field(default=1, validator=_positive_int)  # stored rollouts of each, per step
     eval_rollouts: int = attrs.field(default=16, validator=_positive_int)
     lr: float = attrs.field(default=1e-3, validator=_positive_float)
     weight_decay: float = attrs.field(default=0.01, validator=_non_negative_float)
     grad_clip: float = attrs.field(default=0.1, validator=_positive_float)
+    grad_clip_scope: str = attrs.field(default="per_module", validator=_one_of(*GRAD_CLIP_SCOPES))
     eval_every: int = attrs.field(default=100, validator=_positive_int)
-    patience: int = attrs.field(default=5, validator=_positive_int)  # evaluations without improvement
+    #: evaluations without improvement before stopping; 0: never stop early (the published code)
+    patience: int = attrs.field(default=5, validator=_non_negative_int)
     checkpoint_every: int = attrs.field(default=100, validator=_positive_int)
-    objective: str = "reverse_kl"
+    objective: str = "total_variation"
+    #: "all": the loss averages over every rollout step (published); "masked": the task's mask
+    loss_positions: str = attrs.field(default="all", validator=_one_of(*LOSS_POSITIONS))
     emulator_hidden: int = attrs.field(default=128, validator=_positive_int)
     emulator_layers: int = attrs.field(default=2, validator=_positive_int)
 
 
 PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # smoke and quick are small-budget choices (tests; a 2-core CPU), not the paper's budget
     "smoke": dict(steps=30, batch_size=16, rollouts_per_network=2, eval_rollouts=4, eval_every=15,
                   checkpoint_every=15, emulator_hidden=32, emulator_layers=1),
     # sized for a 2-core CPU: ~0.2 s a step with any encoder (1 torch thread), minutes a run
     "quick": dict(steps=1000, emulator_hidden=96, eval_rollouts=8),
-    # the paper's settings (appendix): AdamW 1e-4, weight decay 0.01, clip 0.1, batch 64, emulator 256 x 2
-    "paper": dict(steps=50_000, lr=1e-4, rollouts_per_network=16, eval_rollouts=100, eval_every=1000,
-                  patience=10, checkpoint_every=1000, emulator_hidden=256, emulator_layers=2),
+    # the published code's budget (training_script.py, training_configs.py): 100 000 steps of 64
+    # networks x 1 rollout, AdamW lr 1e-4, weight decay 0.01, clip 0.1 per module, emulator LSTM
+    # 256 x 2, evaluated every 1000 steps, the best validation state kept, no early stopping
+    "paper": dict(steps=100_000, lr=1e-4, rollouts_per_network=1, eval_rollouts=100, eval_every=1000,
+                  patience=0, checkpoint_every=1000, emulator_hidden=256, emulator_layers=2),
 }
 
 

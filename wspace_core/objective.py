@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Sequence
 
+import attrs
 import torch
 from torch import nn
 
+from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec
+
+#: which rollout steps an emulation loss averages over: "all" of them (the published code: every
+#: one of the T positions, nothing masked after EOS), or "masked", the steps the task family's
+#: ``rollout_mask`` keeps (formal languages: up to the first EOS)
+POSITIONS = ("all", "masked")
+
+
+def _check_positions(instance, attribute, value):
+    if value not in POSITIONS:
+        raise WspaceError(f"{attribute.name} must be one of {', '.join(POSITIONS)}, got {value!r}")
+
+
+@attrs.frozen
+class EmulationMetric:
+    """A figure pretraining reports on the validation and OOD networks whatever it optimises:
+    the registered objective ``objective``, averaged over the rollout steps ``positions``, then
+    over rollouts and networks. ``published``: computed exactly as the paper's published code
+    computes its validation loss (same per-step loss, same reduction, same positions)."""
+
+    name: str
+    objective: str
+    positions: str = attrs.field(validator=_check_positions)
+    published: bool = False
+    description: str = ""
 
 
 class Objective(nn.Module):
@@ -17,13 +43,37 @@ class Objective(nn.Module):
     pred: (M, N, T, O) raw emulator outputs (logits for categorical outputs),
     target: (M, N, T, O) the network's stored outputs (log-probabilities for categorical),
     mask: (M, N, T) bool, steps that count (None: all).
+
+    ``report_metrics`` declares the figures pretraining reports next to the trained objective
+    when this objective is trained (names are keys of results.json and MLflow metrics).
     """
 
     output_kind: ClassVar[Literal["categorical", "continuous"]] = "categorical"
+    report_metrics: ClassVar[tuple[EmulationMetric, ...]] = ()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+
+def objective_metric_name(objective: str, positions: str, declared: Sequence[EmulationMetric] = ()) -> str:
+    """The metric key under which the trained objective is reported: a declared metric's name
+    when one computes the same thing, else the objective's name ("masked" positions) or
+    ``<objective>_all_steps``."""
+    for metric in declared:
+        if metric.objective == objective and metric.positions == positions:
+            return metric.name
+    return objective if positions == "masked" else f"{objective}_all_steps"
+
+
+def emulation_metrics(objective_cls: type[Objective], objective: str, positions: str) -> tuple[EmulationMetric, ...]:
+    """What pretraining evaluates: the trained objective first (the checkpoint is chosen on it),
+    then every other metric ``objective_cls`` declares."""
+    declared = tuple(objective_cls.report_metrics)
+    name = objective_metric_name(objective, positions, declared)
+    trained = next((m for m in declared if m.name == name),
+                   EmulationMetric(name, objective, positions, description="the trained objective"))
+    return (trained,) + tuple(m for m in declared if m.name != name)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -2,9 +2,14 @@
 
 One step: sample a batch of training networks (zoo rows) and a few of each one's stored
 rollouts; z = normalise(E(θ)); the emulator reads the rollout inputs with teacher forcing and is
-scored against the network's stored outputs by the chosen objective. Validation and OOD
-emulation losses are measured at intervals; training stops early on the validation loss and the
-best state is kept. Checkpoints (weights, optimiser, RNG states, step) let a run resume.
+scored against the network's stored outputs by the chosen objective, averaged over every rollout
+step (``loss_positions = "all"``, the published code) or the steps the task's rollout mask keeps
+("masked"). Gradients are clipped per module (encoder, emulator) as published, or jointly.
+Validation and OOD emulation losses are measured at intervals: the trained objective and every
+metric the objective declares (``Objective.report_metrics``: for categorical outputs the published
+code's own validation loss among them); the best validation state is kept, and training stops
+early after ``patience`` evaluations without improvement (0: never, as published).
+Checkpoints (weights, optimiser, RNG states, step) let a run resume.
 
 Under torchrun (WORLD_SIZE > 1) encoder and emulator train as one DistributedDataParallel module:
 each rank draws its share of the ``batch_size`` networks from its own sampler (seeded
@@ -33,11 +38,9 @@ from wspace_core.architecture import Architecture
 from wspace_core.config import PretrainConfig
 from wspace_core.emulation import Emulator
 from wspace_core.encoder import Encoder, EncoderContext, encode
+from wspace_core.objective import EmulationMetric, emulation_metrics
 from wspace_core.registry import WspaceError
 from wspace_core.task import TaskFamily
-
-#: metrics logged whatever is optimised (categorical outputs); continuous outputs log "mse"
-CATEGORICAL_METRICS = ("reverse_kl", "total_variation")
 
 
 @attrs.frozen
@@ -60,6 +63,8 @@ class PretrainResult:
     steps_done: int
     stopped_early: bool
     seconds: float
+    objective_metric: str = ""  # the key of ``metrics`` the best state was chosen on
+    metric_info: dict[str, dict] = attrs.field(factory=dict)  # metric -> what it computes
 
 
 class ZooSplit:
@@ -154,9 +159,25 @@ class EmulationModel(nn.Module):
         return emulate(self.emulator, z, inputs)
 
 
+def positions_mask(mask: torch.Tensor | None, positions: str) -> torch.Tensor | None:
+    """The mask an objective gets: none for "all" positions, the task's rollout mask for "masked"."""
+    return mask if positions == "masked" else None
+
+
+@attrs.frozen
+class MetricObjective:
+    """An evaluated metric: its declaration and the objective instance that computes it."""
+
+    metric: EmulationMetric
+    objective: nn.Module
+
+    def __call__(self, pred, targets, mask):
+        return self.objective(pred, targets, positions_mask(mask, self.metric.positions))
+
+
 @torch.no_grad()
 def _loss_sums(encoder: Encoder, emulator: Emulator, split: ZooSplit, rows: np.ndarray,
-               config: PretrainConfig, objectives: dict[str, torch.nn.Module]) -> dict[str, float]:
+               config: PretrainConfig, objectives: dict[str, MetricObjective]) -> dict[str, float]:
     """Summed emulation losses over the networks ``rows`` of the split (first eval_rollouts rollouts)."""
     encoder.eval(), emulator.eval()
     sums = {name: 0.0 for name in objectives}
@@ -189,19 +210,30 @@ def _evaluate_shared(encoder: Encoder, emulator: Emulator, split: ZooSplit, conf
 
 
 def _probe_loss(encoder: Encoder, emulator: Emulator, train: ZooSplit, objective: nn.Module,
-                per_net: int, seed: int) -> torch.Tensor:
+                per_net: int, seed: int, positions: str = "all") -> torch.Tensor:
     """The loss of one small training step on the first networks, from a private generator:
     what tells ``distributed.data_parallel`` which parameters a forward pass uses."""
     generator = torch.Generator().manual_seed(seed)
     params, inputs, targets, mask = train.batch(train.rows[:2], None, per_net)
     z = embed(encoder, train, params, generator, augment=True)
-    return objective(emulate(emulator, z, inputs), targets, mask).mean()
+    return objective(emulate(emulator, z, inputs), targets, positions_mask(mask, positions)).mean()
 
 
-def _metric_objectives(config: PretrainConfig, output_kind: str) -> dict[str, torch.nn.Module]:
-    names = [config.objective]
-    names += [m for m in (CATEGORICAL_METRICS if output_kind == "categorical" else ("mse",)) if m not in names]
-    return {name: plugins.objectives().get(name)() for name in names}
+def metric_objectives(config: PretrainConfig) -> dict[str, MetricObjective]:
+    """metric name -> how it is computed: the trained objective (over ``config.loss_positions``)
+    first, then every metric the objective declares (``Objective.report_metrics``)."""
+    registry = plugins.objectives()
+    declared = emulation_metrics(registry.get(config.objective), config.objective, config.loss_positions)
+    return {m.name: MetricObjective(m, registry.get(m.objective)()) for m in declared}
+
+
+def clip_groups(encoder: nn.Module, emulator: nn.Module, scope: str) -> list[list[nn.Parameter]]:
+    """The parameter groups whose gradient norms are clipped each on its own: encoder and emulator
+    separately ("per_module", the published code), or all of them as one ("joint")."""
+    encoder_params, emulator_params = list(encoder.parameters()), list(emulator.parameters())
+    if scope == "joint":
+        return [encoder_params + emulator_params]
+    return [group for group in (encoder_params, emulator_params) if group]
 
 
 def save_checkpoint(path: Path, **payload) -> None:
@@ -225,21 +257,23 @@ def load_checkpoint(path: Path) -> dict:
 
 
 
-def training_step(model, objective, optimizer, parameters, train: ZooSplit, batch_size: int,
+def training_step(model, objective, optimizer, groups: list[list[nn.Parameter]], train: ZooSplit, batch_size: int,
                   rollouts_per_network: int, grad_clip: float, generator: torch.Generator,
-                  loss_scale: float = 1.0) -> torch.Tensor:
+                  loss_scale: float = 1.0, positions: str = "all") -> torch.Tensor:
     """One pretraining step: ``batch_size`` training networks, ``rollouts_per_network`` of each
-    one's stored rollouts, emulation loss, backward, gradient clipping, optimiser step.
-    ``loss_scale`` weighs this process's share of the batch under DDP. Returns the mean loss."""
+    one's stored rollouts, emulation loss over the rollout steps ``positions``, backward,
+    gradient clipping of each of ``groups`` (``clip_groups``) to norm ``grad_clip``, optimiser
+    step. ``loss_scale`` weighs this process's share of the batch under DDP. Returns the mean loss."""
     num_stored = train.zoo.rollout_inputs.shape[1]
     pick = torch.randint(len(train), (batch_size,), generator=generator).numpy()
     rollouts = torch.rand(batch_size, num_stored, generator=generator
                           ).argsort(dim=1)[:, :rollouts_per_network].numpy()  # (S, R) without repeats
     params, inputs, targets, mask = train.batch(train.rows[pick], rollouts, rollouts_per_network)
-    loss = objective(model(params, inputs, generator), targets, mask).mean()
+    loss = objective(model(params, inputs, generator), targets, positions_mask(mask, positions)).mean()
     optimizer.zero_grad(set_to_none=True)
     (loss * loss_scale if loss_scale != 1.0 else loss).backward()
-    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    for group in groups:
+        torch.nn.utils.clip_grad_norm_(group, grad_clip)
     optimizer.step()
     return loss
 
@@ -269,8 +303,10 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
             f"objective {config.objective!r} is for {objective.output_kind} outputs but task "
             f"{task.name!r} has {task.output_kind} outputs; choose another --objective"
         )
-    metric_objectives = _metric_objectives(config, task.output_kind)
+    evaluated = metric_objectives(config)
+    objective_metric = next(iter(evaluated))  # the best state is chosen on the trained objective
     parameters = list(encoder.parameters()) + list(emulator.parameters())
+    groups = clip_groups(encoder, emulator, config.grad_clip_scope)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
     step, history, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "metrics": {}}
@@ -308,13 +344,13 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
 
     def run_eval():
         nonlocal stale_evals
-        metrics = {name: _evaluate_shared(encoder, emulator, split, config, metric_objectives, ctx)
+        metrics = {name: _evaluate_shared(encoder, emulator, split, config, evaluated, ctx)
                    for name, split in evals.items()}
         flat = {f"{split}/{m}": v for split, ms in metrics.items() for m, v in ms.items()}
         history.append({"step": step, **flat})
         if log_metrics and ctx.is_main:
             log_metrics(flat, step)
-        val = metrics["validation"][config.objective]
+        val = metrics["validation"][objective_metric]
         if val < best["loss"]:
             best.update(loss=val, step=step, metrics=metrics,
                         state={"encoder": copy.deepcopy(encoder.state_dict()),
@@ -329,7 +365,8 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
     num_rollouts_stored = zoo.rollout_inputs.shape[1]
     per_net = min(config.rollouts_per_network, num_rollouts_stored)
     model = distributed.data_parallel(EmulationModel(encoder, emulator, train), ctx, device_t,
-                                      lambda: _probe_loss(encoder, emulator, train, objective, per_net, seed))
+                                      lambda: _probe_loss(encoder, emulator, train, objective, per_net, seed,
+                                                          config.loss_positions))
     # DDP averages the ranks' gradients; weighting each rank's mean by its share of the batch
     # makes that the gradient of the mean over all batch_size networks (1.0 for equal shares)
     share = local_batch * ctx.world_size / config.batch_size
@@ -337,8 +374,8 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
         last_eval = run_eval()  # the untrained floor, step 0
     try:
         while step < config.steps:
-            loss = training_step(model, objective, optimizer, parameters, train, local_batch,
-                                 per_net, config.grad_clip, generator, share)
+            loss = training_step(model, objective, optimizer, groups, train, local_batch,
+                                 per_net, config.grad_clip, generator, share, config.loss_positions)
             step += 1
             if ctx.enabled and (step % 10 == 0 or step == config.steps):
                 # the loss over the whole effective batch (a collective: every rank takes part)
@@ -354,7 +391,7 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
                                           time.perf_counter() - start_time, last_eval))
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint()
-            if stale_evals >= config.patience:
+            if config.patience and stale_evals >= config.patience:
                 stopped_early = True
                 break
     except KeyboardInterrupt:
@@ -367,5 +404,6 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
     return PretrainResult(
         encoder=encoder, emulator=emulator, best_step=best["step"], best_validation=best["loss"],
         metrics=best["metrics"], history=history, steps_done=step, stopped_early=stopped_early,
-        seconds=time.perf_counter() - start_time,
+        seconds=time.perf_counter() - start_time, objective_metric=objective_metric,
+        metric_info={name: attrs.asdict(m.metric) for name, m in evaluated.items()},
     )

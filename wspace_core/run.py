@@ -81,10 +81,12 @@ def ensure_zoo(config: RunConfig, echo: Echo, progress=None):
 
 
 def result_summary(result: PretrainResult) -> dict:
-    """The JSON-ready summary of a pretraining (best step, metrics, steps done, seconds)."""
+    """The JSON-ready summary of a pretraining (best step, metrics, steps done, seconds; which
+    metric the best state was chosen on, and what each metric computes)."""
     return {"best_step": result.best_step, "best_validation": result.best_validation,
             "metrics": result.metrics, "steps_done": result.steps_done,
-            "stopped_early": result.stopped_early, "seconds": result.seconds}
+            "stopped_early": result.stopped_early, "seconds": result.seconds,
+            "objective_metric": result.objective_metric, "metric_info": result.metric_info}
 
 
 def baseline_result(zoo, config: RunConfig, echo: Echo, progress=None) -> dict:
@@ -244,10 +246,11 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
                                     DOWNSTREAM_PRESETS[config.preset], seed=config.seed, device=config.device)
         tracker.log_metrics({f"downstream/{prop}/{split}/{k}": v for prop, splits in downstream.items()
                              for split, ms in splits.items() for k, v in ms.items()}, result.best_step)
-        objective = config.pretrain.objective
+        objective = result.objective_metric
         results = {
             "encoder": config.encoder, "task": config.task, "arch": config.arch, "preset": config.preset,
-            "zoo": str(zoo.path), "zoo_fingerprint": zoo.fingerprint, "objective": objective,
+            "zoo": str(zoo.path), "zoo_fingerprint": zoo.fingerprint, "objective": config.pretrain.objective,
+            "loss_positions": config.pretrain.loss_positions, "objective_metric": objective,
             "encoder_result": result_summary(result), "baseline": baseline,
             "emulation_fidelity": {"original_mean": float(np.mean(fidelity["original"])),
                                    "emulated_mean": float(np.mean(fidelity["emulated"])),
@@ -396,12 +399,18 @@ def json_default(value):
 
 def results_table(results: dict) -> str:
     """A short table: validation and OOD emulation loss of the encoder against the baseline."""
-    objective = results["objective"]
+    objective = results.get("objective_metric", results["objective"])
     enc, base = results["encoder_result"]["metrics"], results["baseline"]["metrics"]
-    lines = [f"emulation loss ({objective}; lower is better)",
-             f"{'':18s} {'validation':>12s} {'ood':>12s}"]
-    for name, metrics in ((results["encoder"], enc), ("no-information", base)):
-        lines.append(f"{name:18s} {metrics['validation'][objective]:12.4f} {metrics['ood'][objective]:12.4f}")
+    info = results["encoder_result"].get("metric_info", {})
+    published = [m for m, i in info.items() if i.get("published")]
+    lines = []
+    for metric in [objective] + [m for m in published if m != objective]:
+        notes = (["trained"] if metric == objective else []) + (["as the published code computes it"]
+                                                                  if metric in published else [])
+        lines += [f"emulation loss {metric} ({'; '.join(notes + ['lower is better'])})",
+                  f"{'':18s} {'validation':>12s} {'ood':>12s}"]
+        for name, metrics in ((results["encoder"], enc), ("no-information", base)):
+            lines.append(f"{name:18s} {metrics['validation'][metric]:12.4f} {metrics['ood'][metric]:12.4f}")
     verdict = "beats" if results["beats_baseline"] else "does NOT beat"
     lines.append(f"{results['encoder']} {verdict} the no-information baseline on validation.")
     fid = results["emulation_fidelity"]

@@ -1,5 +1,13 @@
 """The bundled emulation objectives.
 
+The paper's published code (``training_script.py``) trains with ``criterion = total_variation``
+(its argparse default and every config of ``training_configs.py``; the paper's text says reverse
+KL): ½Σ|q − p| at every one of the T rollout positions, averaged over all positions (nothing
+masked after EOS), then over rollouts and networks; its ``kl_reverse`` criterion is KL(q ‖ p)
+averaged (not summed) over the classes. ``TotalVariation`` over all positions is that published
+objective, ``ReverseKLClassMean`` the published ``kl_reverse``; ``ReverseKL`` (summed over the
+classes) is wspace's own choice. Which positions count is the pretraining's ``loss_positions``.
+
 Categorical objectives compare the emulator's distribution q = softmax(pred) with the network's
 stored distribution p = exp(target) at every rollout step. Targets are stored as float16
 log-probabilities, so they are cast to float32, floored at ``LOG_PROB_FLOOR`` (a -inf or very
@@ -12,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wspace_core.objective import Objective, masked_mean
+from wspace_core.objective import EmulationMetric, Objective, masked_mean
 
 #: Log-probabilities are floored here: exp(-80) ≈ 2e-35 is negligible next to any probability that
 #: matters yet still a normal float32 (no slow denormals), and the floor keeps log p finite, so a
@@ -43,10 +51,38 @@ def _per_network(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return masked_mean(values, mask)
 
 
-class ReverseKL(Objective):
-    """Reverse KL(q_emulator ‖ p_network) per step (the paper's choice for categorical outputs)."""
+#: what pretraining reports for categorical outputs whatever it optimises: the published code's
+#: two figures (its default criterion, and the reverse KL the paper's text names, as that code
+#: computes it) next to wspace's own masked ones
+CATEGORICAL_REPORT = (
+    EmulationMetric("published_total_variation", "total_variation", "all", published=True,
+                    description="the published code's validation loss: ½Σ|q−p| per step, mean over all "
+                                "T steps (no mask), rollouts and networks"),
+    EmulationMetric("published_reverse_kl", "reverse_kl_class_mean", "all", published=True,
+                    description="the published code's kl_reverse: KL(q‖p) averaged over the classes per "
+                                "step, mean over all T steps, rollouts and networks"),
+    EmulationMetric("reverse_kl", "reverse_kl", "masked",
+                    description="wspace: KL(q‖p) summed over the classes, mean over the steps the task "
+                                "counts (formal languages: up to the first EOS)"),
+    EmulationMetric("total_variation", "total_variation", "masked",
+                    description="wspace: ½Σ|q−p| per step, mean over the steps the task counts"),
+)
+
+CONTINUOUS_REPORT = (
+    EmulationMetric("mse", "mse", "masked", description="mean squared error per step, over the steps that count"),
+)
+
+
+class CategoricalObjective(Objective):
+    """Base of the categorical objectives: they report ``CATEGORICAL_REPORT``."""
 
     output_kind = "categorical"
+    report_metrics = CATEGORICAL_REPORT
+
+
+class ReverseKL(CategoricalObjective):
+    """Reverse KL(q_emulator ‖ p_network) per step, summed over the classes (the divergence the
+    paper's text names; wspace's own choice, with ``loss_positions = "masked"``)."""
 
     def forward(self, pred, target, mask=None):
         dtype = _compute_dtype(pred)
@@ -56,10 +92,21 @@ class ReverseKL(Objective):
         return _per_network(kl, mask)
 
 
-class TotalVariation(Objective):
-    """Total variation distance ½ Σ|q − p| per step, between emulator and network distributions."""
+class ReverseKLClassMean(CategoricalObjective):
+    """Reverse KL(q_emulator ‖ p_network) per step averaged over the O classes, i.e. KL / O: the
+    published code's ``kl_reverse`` criterion."""
 
-    output_kind = "categorical"
+    def forward(self, pred, target, mask=None):
+        dtype = _compute_dtype(pred)
+        log_q = torch.log_softmax(pred.to(dtype), dim=-1)  # (M, N, T, O)
+        log_p = network_log_probs(target, mask, dtype)
+        kl = (log_q.exp() * (log_q - log_p)).mean(-1)  # (M, N, T)
+        return _per_network(kl, mask)
+
+
+class TotalVariation(CategoricalObjective):
+    """Total variation distance ½ Σ|q − p| per step, between emulator and network distributions
+    (over all steps: the published code's default criterion, and wspace's default)."""
 
     def forward(self, pred, target, mask=None):
         dtype = _compute_dtype(pred)
@@ -69,10 +116,8 @@ class TotalVariation(Objective):
         return _per_network(tv, mask)
 
 
-class CrossEntropy(Objective):
+class CrossEntropy(CategoricalObjective):
     """Cross-entropy −Σ p log q per step: the emulator q fitted to the network's soft labels p."""
-
-    output_kind = "categorical"
 
     def forward(self, pred, target, mask=None):
         dtype = _compute_dtype(pred)
@@ -86,6 +131,7 @@ class MeanSquaredError(Objective):
     """Mean squared error per step, averaged over output units (for continuous outputs)."""
 
     output_kind = "continuous"
+    report_metrics = CONTINUOUS_REPORT
 
     def forward(self, pred, target, mask=None):
         dtype = _compute_dtype(pred)

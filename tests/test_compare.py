@@ -168,74 +168,126 @@ def test_layerwise_statistics_ignore_even_incomplete_permutations(table):
     assert max(values.values()) < 1e-4
 
 
-# ---- the ordering paragraph is computed from the numbers --------------------------------------
+# ---- the paper's claims, tested on the numbers ------------------------------------------------
 
-def _results(losses: dict[str, float], task_acc: dict[str, float], seeds=(0, 1, 2)) -> dict:
-    kinds = {"no_information": "baseline", "dwsnet": "mechanistic", "layerwise_statistics": "mechanistic",
-             "interactive_probing": "functionalist", "noninteractive_probing": "functionalist"}
-    spread = [-0.001, 0.0, 0.001]
+KINDS = {"no_information": "baseline", "dwsnet": "mechanistic", "layerwise_statistics": "mechanistic",
+         "interactive_probing": "functionalist", "noninteractive_probing": "functionalist"}
+SPREAD = [-0.001, 0.0, 0.001]
 
+
+def _results(losses: dict[str, float], task_loss: dict[tuple[str, str], float] | None = None,
+             other: dict[str, dict[str, float]] | None = None, task: str = "formal_languages", seeds=(0, 1, 2),
+             metric: str = "published_total_variation") -> dict:
+    """Results as compare writes them: emulation losses (validation and OOD alike), per-run OOD
+    task-prediction losses ((encoder, "frozen"|"supervised") -> loss), and other properties'
+    pretrained OOD headline figures (property -> encoder -> value; "performance" is an MSE)."""
     def entry(v):
-        return interval_dict([v + d for d in spread[:len(seeds)]])
+        return interval_dict([v + d for d in SPREAD[:len(seeds)]])
 
+    runs = []
+    for seed_index, seed in enumerate(seeds):
+        for enc in losses:
+            record = {"encoder": enc, "seed": seed}
+            for (e, setting), loss in (task_loss or {}).items():
+                if e == enc:
+                    value = loss + SPREAD[seed_index]
+                    record[f"downstream_{setting}"] = {"task": {"ood": {"loss": value}}}
+            runs.append(record)
+    downstream = {prop: {"metric": "mse", "encoders": {e: {"frozen": {"validation": entry(v), "ood": entry(v)}}
+                                                        for e, v in values.items()}}
+                  for prop, values in (other or {}).items()}
     return {
-        "objective": "reverse_kl", "task": "formal_languages", "seeds": list(seeds),
-        "encoders": list(losses), "kinds": {e: kinds[e] for e in losses},
-        "emulation": {e: {"validation": {"reverse_kl": entry(v)}, "ood": {"reverse_kl": entry(v)}}
-                      for e, v in losses.items()},
-        "downstream": {"task": {"metric": "exact_accuracy", "encoders": {
-            e: {"frozen": {"validation": entry(a), "ood": entry(a)}} for e, a in task_acc.items()}}},
+        "objective": "total_variation", "objective_metric": metric, "task": task, "seeds": list(seeds),
+        "encoders": list(losses), "kinds": {e: KINDS[e] for e in losses}, "runs": runs,
+        "emulation": {e: {"validation": {metric: entry(v)}, "ood": {metric: entry(v)}} for e, v in losses.items()},
+        "downstream": downstream,
     }
 
 
-def test_ordering_reproducing_the_paper():
+PAPER_LIKE = {"no_information": 0.9, "dwsnet": 0.5, "layerwise_statistics": 0.6, "interactive_probing": 0.2,
+              "noninteractive_probing": 0.3}
+
+
+def _claim(out, key):
+    return next(c for c in out["claims"] if c["claim"] == key)
+
+
+def test_claims_of_the_paper_hold_on_paper_like_numbers():
     out = ordering_vs_paper(_results(
-        {"no_information": 0.9, "dwsnet": 0.5, "layerwise_statistics": 0.6, "interactive_probing": 0.2,
-         "noninteractive_probing": 0.3},
-        {"dwsnet": 0.3, "layerwise_statistics": 0.2, "interactive_probing": 0.8, "noninteractive_probing": 0.5}))
-    facts = out["facts"]
-    assert facts["best_task_predictor"]["validation"]["encoder"] == "interactive_probing"
-    assert facts["agrees_with_paper_on_task_prediction"] is True
-    ahead = facts["probing_ahead_in_emulation_loss"]
-    assert ahead["every_probing_ahead_of_every_mechanistic"] and ahead["best_probing"] == "interactive_probing"
-    assert facts["beat_baseline"] == ["dwsnet", "layerwise_statistics", "interactive_probing", "noninteractive_probing"]
-    assert "**interactive_probing**" in out["text"] and "**yes**" in out["text"] and "this agrees" in out["text"]
+        PAPER_LIKE,
+        task_loss={("interactive_probing", "frozen"): 0.5, ("interactive_probing", "supervised"): 0.8,
+                   ("dwsnet", "frozen"): 0.9, ("noninteractive_probing", "frozen"): 0.7,
+                   ("no_information", "frozen"): 1.5},
+        other={"performance": {"dwsnet": 0.01, "layerwise_statistics": 0.05, "interactive_probing": 0.03}}))
+    order = _claim(out, "emulation_order_formal_languages")
+    assert order["holds"] is True and order["intervals_separate"] is True
+    assert "best mechanistic (dwsnet) 0.5000" in order["detail"]
+    task = _claim(out, "ood_task_prediction_interactive_best")
+    assert task["holds"] is True and task["intervals_separate"] is True
+    assert "next best pretrained noninteractive_probing 0.7000" in task["detail"] and "chance" in task["detail"]
+    assert _claim(out, "dwsnet_most_consistent")["holds"] is True
+    assert _claim(out, "probing_similar_and_ahead_mnist")["holds"] is None  # a tiled-MNIST claim
+    assert out["facts"]["table2_metric"] == "published_total_variation"
+    assert out["facts"]["beat_baseline"] == ["dwsnet", "layerwise_statistics", "interactive_probing",
+                                             "noninteractive_probing"]
+    assert "Here: **holds** (95% intervals apart)" in out["text"] and "does not hold" not in out["text"]
 
 
-def test_ordering_contradicting_the_paper_says_so():
+def test_claims_contradicted_by_the_numbers_say_so():
     out = ordering_vs_paper(_results(
-        {"no_information": 0.4, "dwsnet": 0.2, "interactive_probing": 0.3, "noninteractive_probing": 0.1},
-        {"dwsnet": 0.9, "interactive_probing": 0.1, "noninteractive_probing": 0.1}))
-    facts = out["facts"]
-    assert facts["best_task_predictor"]["validation"]["encoder"] == "dwsnet"
-    assert facts["agrees_with_paper_on_task_prediction"] is False
-    assert facts["probing_ahead_in_emulation_loss"]["best_probing_ahead"]
-    assert not facts["probing_ahead_in_emulation_loss"]["every_probing_ahead_of_every_mechanistic"]
-    assert "**partly**" in out["text"] and "this differs" in out["text"]
+        {"no_information": 0.4, "dwsnet": 0.25, "interactive_probing": 0.3, "noninteractive_probing": 0.2},
+        task_loss={("interactive_probing", "frozen"): 0.5, ("dwsnet", "supervised"): 0.4},
+        other={"performance": {"dwsnet": 0.05, "interactive_probing": 0.01},
+               "task": {"dwsnet": 0.0, "interactive_probing": 1.0}}))  # the task is not an "other" property
+    assert _claim(out, "emulation_order_formal_languages")["holds"] is False
+    task = _claim(out, "ood_task_prediction_interactive_best")
+    assert task["holds"] is False and "best supervised dwsnet 0.4000" in task["detail"]
+    consistent = _claim(out, "dwsnet_most_consistent")
+    assert consistent["holds"] is False and "over 1 properties" in consistent["detail"]
+    assert out["text"].count("**does not hold**") == 3
 
 
-def test_ordering_reports_a_tie_instead_of_a_winner():
-    out = ordering_vs_paper(_results({"no_information": 0.4, "dwsnet": 0.2, "interactive_probing": 0.3},
-                                     {"dwsnet": 0.0, "interactive_probing": 0.0}, seeds=(0,)))
-    assert out["facts"]["best_task_predictor"]["validation"]["encoder"] is None
-    assert "tie" in out["text"] and "**no**" in out["text"]
+def test_one_seed_gives_no_interval_verdict_and_overlap_is_reported():
+    out = ordering_vs_paper(_results(PAPER_LIKE, seeds=(0,)))
+    order = _claim(out, "emulation_order_formal_languages")
+    assert order["holds"] is True and order["intervals_separate"] is None
+    close = dict(PAPER_LIKE, noninteractive_probing=0.2005)  # within the ±0.001 spread of interactive
+    assert _claim(ordering_vs_paper(_results(close)), "emulation_order_formal_languages")["intervals_separate"] is False
 
 
-def test_the_baseline_is_the_chance_level_never_the_best_task_predictor():
-    out = ordering_vs_paper(_results(
-        {"no_information": 0.4, "dwsnet": 0.2, "interactive_probing": 0.1},
-        {"no_information": 0.9, "dwsnet": 0.3, "interactive_probing": 0.5}))
-    facts = out["facts"]
-    assert facts["best_task_predictor"]["validation"]["encoder"] == "interactive_probing"
-    chance = facts["best_task_predictor_above_chance"]
-    assert chance["chance"] == pytest.approx(0.9) and chance["above"] is False
-    assert chance["interval_clear_of_chance"] is False
-    assert "chance level" in out["text"] and "not above" in out["text"]
-    out = ordering_vs_paper(_results(
-        {"no_information": 0.4, "dwsnet": 0.2, "interactive_probing": 0.1},
-        {"no_information": 0.01, "dwsnet": 0.3, "interactive_probing": 0.5}))
-    assert out["facts"]["best_task_predictor_above_chance"] == {
-        "chance": pytest.approx(0.01), "above": True, "interval_clear_of_chance": True}
+def test_mnist_claim_probing_encoders_similar_and_ahead():
+    similar = dict(PAPER_LIKE, noninteractive_probing=0.2005)
+    out = ordering_vs_paper(_results(similar, task="tiled_mnist"))
+    claim = _claim(out, "probing_similar_and_ahead_mnist")
+    assert claim["holds"] is True and claim["intervals_separate"] is True and "overlapping" in claim["detail"]
+    assert _claim(out, "emulation_order_formal_languages")["holds"] is None
+    assert _claim(out, "ood_task_prediction_interactive_best")["holds"] is None
+    apart = ordering_vs_paper(_results(PAPER_LIKE, task="tiled_mnist"))  # 0.2 vs 0.3: not similar
+    assert _claim(apart, "probing_similar_and_ahead_mnist")["holds"] is False
+
+
+def test_claims_use_the_published_metric_when_present():
+    results = _results(PAPER_LIKE, metric="published_total_variation")
+    flipped = dict(PAPER_LIKE, interactive_probing=0.35)  # by reverse_kl, interactive is behind
+    for enc, value in flipped.items():
+        for split in ("validation", "ood"):
+            results["emulation"][enc][split]["reverse_kl"] = interval_dict([value])
+    results["objective_metric"] = "reverse_kl"
+    out = ordering_vs_paper(results)
+    assert out["facts"]["table2_metric"] == "published_total_variation"
+    assert _claim(out, "emulation_order_formal_languages")["holds"] is True
+    for enc in results["emulation"]:  # without the published metric, the trained objective's
+        for split in ("validation", "ood"):
+            del results["emulation"][enc][split]["published_total_variation"]
+    out = ordering_vs_paper(results)
+    assert out["facts"]["table2_metric"] == "reverse_kl"
+    assert _claim(out, "emulation_order_formal_languages")["holds"] is False
+
+
+def test_dwsnet_tied_for_most_consistent_is_not_most_consistent():
+    out = ordering_vs_paper(_results(PAPER_LIKE, other={
+        "a": {"dwsnet": 0.01, "layerwise_statistics": 0.05}, "b": {"dwsnet": 0.05, "layerwise_statistics": 0.01}}))
+    assert _claim(out, "dwsnet_most_consistent")["holds"] is False
 
 
 def test_aggregate_keeps_every_head_figure_and_the_report_shows_them(tmp_path):

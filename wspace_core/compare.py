@@ -373,7 +373,10 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
         results = {
             "command": config.command or f"wspace compare --encoders {','.join(config.encoders)}",
             "versions": _versions(), "arch": run_cfg.arch, "task": run_cfg.task, "preset": run_cfg.preset,
-            "device": run_cfg.device, "objective": run_cfg.pretrain.objective, "zoo": _zoo_summary(zoo),
+            "device": run_cfg.device, "objective": run_cfg.pretrain.objective,
+            "loss_positions": run_cfg.pretrain.loss_positions, "zoo": _zoo_summary(zoo),
+            "objective_metric": records[0]["pretrain"]["objective_metric"],
+            "metric_info": records[0]["pretrain"]["metric_info"],
             "encoders": names, "kinds": {r["encoder"]: r["kind"] for r in records},
             "seeds": list(config.seeds), "skip_supervised": config.skip_supervised, "config": attrs.asdict(config),
             "runs": records,
@@ -394,12 +397,12 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
         plot_paths["embeddings"], plot_paths["raw_weights"] = _embedding_plots(zoo, first_results, run_cfg.device,
                                                                                 plot_dir)
         plot_paths["probes"] = _probe_plots(zoo, {n: r.encoder for n, r in first_results.items()}, config, plot_dir)
-        objective_key = f"validation/{run_cfg.pretrain.objective}"
+        objective_key = f"validation/{results['objective_metric']}"
         curves = {n: ([h["step"] for h in r.history], [h[objective_key] for h in r.history])
                   for n, r in first_results.items()}
         plot_paths["loss_curves"] = str(plots.loss_curve_plot(
             curves, plot_dir / "pretraining_validation_loss.png",
-            f"validation emulation loss (seed {config.seeds[0]})", ylabel=run_cfg.pretrain.objective))
+            f"validation emulation loss (seed {config.seeds[0]})", ylabel=results["objective_metric"]))
         results["plots"] = plot_paths
 
         echo("hidden-neuron permutation table (untrained and trained encoders)")
@@ -419,7 +422,7 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
         results["ordering"] = ordering_vs_paper(results)
         results["mlflow"] = {"parent_run_id": str(parent_id) or None, "tracking": tracker.run_url_or_path(parent_id)}
         results["seconds"] = time.perf_counter() - t0
-        summary = {f"{enc}/{split}/{run_cfg.pretrain.objective}": e[split][run_cfg.pretrain.objective]["mean"]
+        summary = {f"{enc}/{split}/{results['objective_metric']}": e[split][results["objective_metric"]]["mean"]
                    for enc, e in results["emulation"].items() for split in ("validation", "ood")}
         tracker.log_metrics({f"emulation/{k}": v for k, v in summary.items() if math.isfinite(v)}, 0)
         _write_json(report_dir / "results.json", results)

@@ -1,5 +1,6 @@
 """The comparison report: bootstrap intervals over seeds, its own figures (downstream bars, probe
-heatmaps), the "ordering vs the paper" facts, and report.md rendered from the results dictionary
+heatmaps), the paper's claims tested ("ordering vs the paper"; the claims and Table 2's figures
+are data in ``wspace_core.paper``), and report.md rendered from the results dictionary
 that ``wspace_core.compare.compare`` builds (and writes as results.json).
 
 Every number in report.md is read from that dictionary; the ordering paragraph is computed from
@@ -14,12 +15,9 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from wspace_core import paper
 from wspace_core.plots import PathLike, _figure, _palette, _save
 
-#: the paper's best encoder at formal-language task prediction (Herrmann et al. 2024, Fig. 8)
-PAPER_BEST_TASK_PREDICTOR = "interactive_probing"
-#: the task family whose task-prediction ordering the paper reports
-PAPER_TASK = "formal_languages"
 BASELINE = "no_information"
 
 
@@ -155,127 +153,174 @@ def downstream_bar_plot(entries: Mapping[str, Mapping[str, Mapping[str, Mapping]
     return _save(fig, path)
 
 
-# ---- the ordering paragraph -------------------------------------------------------------------
+# ---- the ordering paragraph: the paper's claims, tested ---------------------------------------
+
+def table2_metric(results: Mapping) -> str:
+    """The emulation metric the Table 2 claims are tested on: the published code's own (the one
+    Table 2's figures are comparable with) when the results hold it, else the trained objective's."""
+    first = next(iter(results["emulation"].values()), {}) if results.get("emulation") else {}
+    if paper.TABLE_2_METRIC in first.get("validation", {}):
+        return paper.TABLE_2_METRIC
+    return results.get("objective_metric", results["objective"])
+
+
+def _separated(low_side: Mapping, high_side: Mapping, seeds: int) -> bool | None:
+    """Whether ``low_side``'s interval lies wholly below ``high_side``'s (None with one seed)."""
+    return None if seeds <= 1 else bool(low_side["high"] < high_side["low"])
+
+
+def _claim(key: str, task: str, holds: bool | None, separated: bool | None, detail: str) -> dict:
+    return {"claim": key, "paper": paper.CLAIMS[key], "task": task, "holds": holds,
+            "intervals_separate": separated, "detail": detail}
+
+
+def _not_tested(key: str, task: str, why: str) -> dict:
+    return _claim(key, task, None, None, f"not tested: {why}")
+
+
+def _emulation_order_claim(results: Mapping, metric: str, seeds: int) -> dict:
+    key, task = "emulation_order_formal_languages", results["task"]
+    if task != paper.FORMAL_LANGUAGES:
+        return _not_tested(key, task, f"the paper makes it for {paper.FORMAL_LANGUAGES}")
+    emulation, kinds = results["emulation"], results["kinds"]
+    mechanistic = [e for e in emulation if kinds.get(e) == "mechanistic"]
+    if paper.INTERACTIVE not in emulation or paper.NONINTERACTIVE not in emulation or not mechanistic:
+        return _not_tested(key, task, "needs interactive_probing, noninteractive_probing and a mechanistic encoder")
+    holds, separated, parts = True, True, []
+    for split in ("validation", "ood"):
+        inter = emulation[paper.INTERACTIVE][split][metric]
+        non = emulation[paper.NONINTERACTIVE][split][metric]
+        best = min(mechanistic, key=lambda e: emulation[e][split][metric]["mean"])
+        mech = emulation[best][split][metric]
+        holds &= inter["mean"] < non["mean"] < mech["mean"]
+        sep = _separated(inter, non, seeds), _separated(non, mech, seeds)
+        separated = None if None in sep or separated is None else separated and all(sep)
+        parts.append(f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)}, "
+                     f"best mechanistic ({best}) {fmt_interval(mech)}")
+    return _claim(key, task, bool(holds), separated, f"{metric}; " + "; ".join(parts))
+
+
+def _probing_similar_claim(results: Mapping, metric: str, seeds: int) -> dict:
+    key, task = "probing_similar_and_ahead_mnist", results["task"]
+    if task != paper.TILED_MNIST:
+        return _not_tested(key, task, f"the paper makes it for {paper.TILED_MNIST}")
+    emulation, kinds = results["emulation"], results["kinds"]
+    mechanistic = [e for e in emulation if kinds.get(e) == "mechanistic"]
+    if paper.INTERACTIVE not in emulation or paper.NONINTERACTIVE not in emulation or not mechanistic:
+        return _not_tested(key, task, "needs interactive_probing, noninteractive_probing and a mechanistic encoder")
+    holds, separated, parts = True, True, []
+    for split in ("validation", "ood"):
+        inter = emulation[paper.INTERACTIVE][split][metric]
+        non = emulation[paper.NONINTERACTIVE][split][metric]
+        best = min(mechanistic, key=lambda e: emulation[e][split][metric]["mean"])
+        mech = emulation[best][split][metric]
+        similar = inter["low"] <= non["high"] and non["low"] <= inter["high"]  # intervals overlap
+        holds &= similar and max(inter["mean"], non["mean"]) < mech["mean"]
+        sep = _separated(inter, mech, seeds), _separated(non, mech, seeds)
+        separated = None if None in sep or separated is None else separated and all(sep)
+        parts.append(f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)} "
+                     f"({'overlapping' if similar else 'apart'}), best mechanistic ({best}) {fmt_interval(mech)}")
+    return _claim(key, task, bool(holds), separated, f"{metric}; " + "; ".join(parts))
+
+
+def _ood_task_loss_claim(results: Mapping, seeds: int) -> dict:
+    key, task = "ood_task_prediction_interactive_best", results["task"]
+    prop = paper.TASK_PROPERTY.get(task)
+    if task != paper.FORMAL_LANGUAGES:
+        return _not_tested(key, task, f"the paper makes it for {paper.FORMAL_LANGUAGES}")
+    candidates, chance = {}, None
+    for enc in results["encoders"]:
+        for setting in ("frozen", "supervised"):
+            values = [r[f"downstream_{setting}"][prop]["ood"]["loss"] for r in results.get("runs", [])
+                      if r["encoder"] == enc and prop in r.get(f"downstream_{setting}", {})]
+            if not values:
+                continue
+            if enc == BASELINE:
+                chance = interval_dict(values) if setting == "frozen" else chance
+            else:
+                candidates[(enc, setting)] = interval_dict(values)
+    if (paper.INTERACTIVE, "frozen") not in candidates or len(candidates) < 2:
+        return _not_tested(key, task, "needs the pretrained interactive_probing and another encoder's "
+                                      f"{prop} prediction")
+    ranked = sorted(candidates, key=lambda k: candidates[k]["mean"])
+    best, runner = ranked[0], ranked[1]
+    holds = best == (paper.INTERACTIVE, "frozen")
+    winner = candidates[(paper.INTERACTIVE, "frozen")]
+    other = candidates[runner] if holds else candidates[best]
+    label = {"frozen": "pretrained", "supervised": "supervised"}
+    detail = (f"OOD {prop}-prediction loss: pretrained interactive_probing {fmt_interval(winner)}; "
+              + (f"next best {label[runner[1]]} {runner[0]} {fmt_interval(other)}" if holds
+                 else f"best {label[best[1]]} {best[0]} {fmt_interval(other)}"))
+    if chance is not None:
+        detail += f"; chance (head on the no-information z) {fmt_interval(chance)}"
+    return _claim(key, task, holds, _separated(winner, other, seeds) if holds else None, detail)
+
+
+def _dwsnet_consistency_claim(results: Mapping) -> dict:
+    key, task = "dwsnet_most_consistent", results["task"]
+    task_prop = paper.TASK_PROPERTY.get(task)
+    others = {p: e for p, e in results.get("downstream", {}).items() if p != task_prop}
+    if not others:
+        return _not_tested(key, task, "no property other than the task was predicted")
+    ranks: dict[str, list[float]] = {}
+    parts = []
+    for prop, entry in others.items():
+        metric = entry["metric"]
+        scores = {e: v["frozen"]["ood"] for e, v in entry["encoders"].items()
+                  if e != BASELINE and "frozen" in v and math.isfinite(v["frozen"]["ood"]["mean"])}
+        order = sorted(scores, key=lambda e: scores[e]["mean"], reverse=higher_is_better(metric))
+        for rank, enc in enumerate(order, 1):
+            ranks.setdefault(enc, []).append(rank)
+        if order:
+            parts.append(f"{prop} ({metric}): best {order[0]} {fmt_interval(scores[order[0]], 3)}"
+                         + (f", dwsnet {fmt_interval(scores[paper.DWSNET], 3)}" if paper.DWSNET in scores
+                            and order[0] != paper.DWSNET else ""))
+    if paper.DWSNET not in ranks or len(ranks) < 2:
+        return _not_tested(key, task, "needs dwsnet and another encoder with pretrained property heads")
+    mean_rank = {e: float(np.mean(r)) for e, r in ranks.items()}
+    top = min(mean_rank.values())
+    holds = mean_rank[paper.DWSNET] == top and list(mean_rank.values()).count(top) == 1
+    ranking = ", ".join(f"{e} {r:.2f}" for e, r in sorted(mean_rank.items(), key=lambda kv: kv[1]))
+    detail = (f"mean rank over {len(others)} properties (pretrained, OOD half): {ranking}; " + "; ".join(parts))
+    return _claim(key, task, holds, None, detail)
+
 
 def ordering_vs_paper(results: Mapping) -> dict:
-    """Facts computed from the results, and the paragraph that states them:
-    the best encoder at task prediction (frozen z) vs the paper's (interactive probing, on formal
-    languages), and whether the probing (functionalist) encoders have lower emulation loss than
-    the mechanistic ones (the paper: yes)."""
-    facts: dict = {}
-    sentences: list[str] = []
-    objective = results["objective"]
-    kinds = results["kinds"]
+    """The paper's claims (``wspace_core.paper.CLAIMS``) tested on the results, each with its
+    intervals: emulation-loss orderings (Table 2, on the published code's metric when present),
+    OOD task-prediction loss (Fig. 8), DWSNet's consistency on the other properties; plus which
+    encoders beat the no-information baseline. Returns {"claims", "facts", "text"}."""
+    seeds = len(results["seeds"])
+    metric = table2_metric(results)
+    claims = [_emulation_order_claim(results, metric, seeds), _probing_similar_claim(results, metric, seeds),
+              _ood_task_loss_claim(results, seeds), _dwsnet_consistency_claim(results)]
+    facts: dict = {"table2_metric": metric, **{c["claim"]: c["holds"] for c in claims}}
+    sentences = []
+    for c in claims:
+        if c["holds"] is None:
+            continue
+        verdict = "**holds**" if c["holds"] else "**does not hold**"
+        if c["intervals_separate"] is not None:
+            verdict += " (95% intervals " + ("apart" if c["intervals_separate"] else "overlapping") + ")"
+        sentences.append(f"{c['paper']} Here: {verdict} — {c['detail']}.")
+    untested = [c["claim"] for c in claims if c["holds"] is None]
+    if untested:
+        sentences.append(f"Not tested on {results['task']}: {', '.join(untested)}.")
+
     encoders = [e for e in results["encoders"] if e != BASELINE]
-
-    task_prop = results.get("downstream", {}).get("task")
-    if task_prop:
-        metric = task_prop["metric"]
-        better = max if higher_is_better(metric) else min
-        best = {}
-        for split in ("validation", "ood"):
-            entries = {e: v["frozen"][split] for e, v in task_prop["encoders"].items()
-                       if e != BASELINE and "frozen" in v and math.isfinite(v["frozen"][split]["mean"])}
-            if entries:
-                top = better(entry["mean"] for entry in entries.values())
-                tied = sorted(e for e, entry in entries.items() if entry["mean"] == top)
-                name = tied[0] if len(tied) == 1 else None
-                rest = [entry for e, entry in entries.items() if e not in tied]
-                runner = better(rest, key=lambda entry: entry["mean"]) if rest else None
-                separated = None
-                if name is not None and runner is not None and len(results["seeds"]) > 1:
-                    win = entries[name]
-                    separated = (win["low"] > runner["high"]) if higher_is_better(metric) else (win["high"] < runner["low"])
-                best[split] = {"encoder": name, "tied": tied, metric: top, "interval_separates_from_next": separated}
-        facts["best_task_predictor"] = best
-        facts["paper_best_task_predictor"] = PAPER_BEST_TASK_PREDICTOR
-        if "validation" in best:
-            b = best["validation"]
-            if b["encoder"] is None:
-                text = (f"At predicting the task from the frozen z, no encoder is best here: "
-                        f"{', '.join(b['tied'])} tie at {metric} {b[metric]:.3f} on validation.")
-            else:
-                text = (f"At predicting the task from the frozen z, the best encoder here is **{b['encoder']}** "
-                        f"({metric} {b[metric]:.3f} on validation")
-                if b["interval_separates_from_next"] is not None:
-                    text += (", its 95% interval clear of the next encoder's" if b["interval_separates_from_next"]
-                             else ", its 95% interval overlapping the next encoder's")
-                o = best.get("ood")
-                if o:
-                    text += (f"; on the OOD half {o['encoder']} leads with {o[metric]:.3f}"
-                             if o["encoder"] not in (b["encoder"], None)
-                             else f"; {o[metric]:.3f} on the OOD half")
-                text += ")."
-                chance = task_prop["encoders"].get(BASELINE, {}).get("frozen", {}).get("validation")
-                if chance is not None:
-                    win = task_prop["encoders"][b["encoder"]]["frozen"]["validation"]
-                    above = (win["mean"] > chance["mean"]) if higher_is_better(metric) else (win["mean"] < chance["mean"])
-                    clear = ((win["low"] > chance["high"]) if higher_is_better(metric)
-                             else (win["high"] < chance["low"])) if len(results["seeds"]) > 1 else None
-                    facts["best_task_predictor_above_chance"] = {"chance": chance["mean"], "above": above,
-                                                                 "interval_clear_of_chance": clear}
-                    text += (f" The chance level (a head on the no-information z) is {chance['mean']:.3f}: the best "
-                             f"encoder is {'above' if above else 'not above'} it"
-                             + ("" if clear is None else
-                                f", {'its interval clear of' if clear else 'its interval overlapping'} chance's")
-                             + ".")
-            if results["task"] == PAPER_TASK:
-                if PAPER_BEST_TASK_PREDICTOR not in encoders:
-                    agrees, verdict = None, f"{PAPER_BEST_TASK_PREDICTOR} was not among the compared encoders"
-                elif b["encoder"] is None:
-                    agrees, verdict = False, "no single best encoder here, so this does not reproduce it"
-                else:
-                    agrees = b["encoder"] == PAPER_BEST_TASK_PREDICTOR
-                    verdict = "this agrees" if agrees else "this differs"
-                facts["agrees_with_paper_on_task_prediction"] = agrees
-                text += f" The paper's best at formal-language task prediction is {PAPER_BEST_TASK_PREDICTOR}: {verdict}."
-            else:
-                text += (f" (The paper's task-prediction ordering is reported for {PAPER_TASK}; "
-                         f"this comparison is on {results['task']}.)")
-            sentences.append(text)
-
     emulation = results["emulation"]
-    loss = {e: emulation[e]["validation"][objective] for e in encoders if e in emulation}
-    functionalist = {e: v for e, v in loss.items() if kinds.get(e) == "functionalist"}
-    mechanistic = {e: v for e, v in loss.items() if kinds.get(e) == "mechanistic"}
-    if functionalist and mechanistic:
-        best_f = min(functionalist, key=lambda e: functionalist[e]["mean"])
-        best_m = min(mechanistic, key=lambda e: mechanistic[e]["mean"])
-        worst_f = max(functionalist[e]["mean"] for e in functionalist)
-        best_m_mean = mechanistic[best_m]["mean"]
-        all_ahead = worst_f < best_m_mean
-        best_ahead = functionalist[best_f]["mean"] < best_m_mean
-        separated = functionalist[best_f]["high"] < mechanistic[best_m]["low"]
-        facts["probing_ahead_in_emulation_loss"] = {
-            "best_probing": best_f, "best_probing_loss": functionalist[best_f]["mean"],
-            "best_mechanistic": best_m, "best_mechanistic_loss": best_m_mean,
-            "best_probing_ahead": best_ahead, "every_probing_ahead_of_every_mechanistic": all_ahead,
-            "intervals_separate": separated, "paper": True,
-        }
-        answer = "yes" if all_ahead else ("partly" if best_ahead else "no")
-        text = (f"Probing (functionalist) encoders ahead of mechanistic ones in validation emulation loss "
-                f"({objective}): **{answer}** — the best probing encoder, {best_f}, reaches "
-                f"{functionalist[best_f]['mean']:.4f}, the best mechanistic one, {best_m}, {best_m_mean:.4f}")
-        if answer == "partly":
-            text += "; not every probing encoder is ahead of every mechanistic one"
-        if len(results["seeds"]) > 1:
-            text += (f"; their 95% intervals {'do not overlap' if separated else 'overlap'}"
-                     if best_ahead else "")
-        text += ". The paper: yes."
-        sentences.append(text)
-    else:
-        sentences.append("Probing vs mechanistic emulation loss: not computed (the comparison needs at least "
-                         "one encoder of each kind).")
-
+    objective = results.get("objective_metric", results["objective"])
+    baseline = ""
     if BASELINE in emulation:
         floor = emulation[BASELINE]["validation"][objective]["mean"]
-        beat = [e for e in encoders if e in loss and loss[e]["mean"] < floor]
+        beat = [e for e in encoders if e in emulation and emulation[e]["validation"][objective]["mean"] < floor]
         facts["beat_baseline"] = beat
-        missed = [e for e in encoders if e in loss and e not in beat]
-        sentences.append(f"Encoders with lower validation emulation loss than the no-information baseline "
-                         f"({floor:.4f}): {', '.join(beat) or 'none'}"
-                         + (f"; not: {', '.join(missed)}." if missed else "."))
-    return {"facts": facts, "text": " ".join(sentences)}
+        missed = [e for e in encoders if e in emulation and e not in beat]
+        baseline = (f"Encoders with lower validation emulation loss ({objective}) than the no-information "
+                    f"baseline ({floor:.4f}): {', '.join(beat) or 'none'}"
+                    + (f"; not: {', '.join(missed)}." if missed else "."))
+        sentences.append(baseline)
+    return {"claims": claims, "facts": facts, "baseline": baseline, "text": " ".join(sentences)}
 
 
 # ---- report.md --------------------------------------------------------------------------------
@@ -295,8 +340,28 @@ def _rel(path: str | None, root: Path) -> str:
         return str(path)
 
 
+def paper_table2(results: Mapping) -> list[str]:
+    """Table 2 in the paper's form: each encoder's emulation loss as the published code computes it
+    (``table2_metric``), with the paper's figure beside it (``wspace_core.paper.TABLE_2``; "–"
+    where none is recorded)."""
+    metric = table2_metric(results)
+    header = ["encoder", "kind"] + [c for split in ("validation", "ood") for c in (f"{split} {metric}", f"paper {split}")]
+    rows = []
+    for enc in results["encoders"]:
+        entry = results["emulation"].get(enc)
+        if not entry:
+            continue
+        kind = "baseline" if enc == BASELINE else results["kinds"].get(enc, "")
+        row = [enc, kind]
+        for split in ("validation", "ood"):
+            figure = paper.TABLE_2.get((results["task"], enc, split))
+            row += [fmt_interval(entry[split].get(metric)), "–" if figure is None else f"{figure:g}"]
+        rows.append(row)
+    return _table(header, rows)
+
+
 def emulation_table(results: Mapping) -> list[str]:
-    objective = results["objective"]
+    objective = results.get("objective_metric", results["objective"])
     metrics = [objective] + [m for m in results.get("emulation_metrics", []) if m != objective]
     header = ["encoder", "kind"] + [f"{split} {m}" for m in metrics for split in ("validation", "ood")]
     rows = []
@@ -354,12 +419,38 @@ def render_markdown(results: Mapping, report_dir: PathLike) -> str:
         lines += [f"MLflow: parent run `{results['mlflow']['parent_run_id']}` "
                   f"({results['mlflow'].get('tracking') or 'tracking store'}), one child run per encoder and seed.", ""]
 
-    lines += ["## Ordering vs the paper", "", results["ordering"]["text"], ""]
+    lines += ["## Ordering vs the paper", "",
+              "Each of the paper's claims, tested on these results (means with 95% bootstrap intervals over "
+              "seeds; \"apart\": the intervals do not overlap).", ""]
+    claims = results["ordering"].get("claims")
+    if claims:
+        verdicts = {True: "holds", False: "does not hold", None: "not tested"}
+        lines += _table(["paper's claim", "here", "intervals apart", "figures"],
+                        [[c["paper"], f"**{verdicts[c['holds']]}**",
+                          {True: "yes", False: "no", None: "–"}[c["intervals_separate"]], c["detail"]]
+                         for c in claims])
+        if results["ordering"].get("baseline"):
+            lines += ["", results["ordering"]["baseline"]]
+    else:  # a report written before the claims were tested
+        lines += [results["ordering"]["text"]]
+    lines += [""]
 
+    info = results.get("metric_info", {})
+    metric = table2_metric(results)
+    objective = results.get("objective_metric", results["objective"])
     lines += ["## Self-supervised emulation loss (Table 2)", "",
-              f"Emulation loss of the emulator conditioned on z, on the validation and OOD networks "
-              f"(lower is better; objective {results['objective']}).", ""]
+              f"Emulation loss of the emulator conditioned on z, on the validation and OOD networks (lower is "
+              f"better). Trained objective: {results['objective']} over "
+              f"{results.get('loss_positions', 'masked')} rollout positions (reported as {objective}).", "",
+              f"In the paper's form: {metric}"
+              + (f" — {info[metric]['description']}" if metric in info and info[metric].get("description") else "")
+              + ". \"paper\": the figure in the paper's Table 2 (`wspace_core/paper.py`; – where none is recorded).",
+              ""]
+    lines += paper_table2(results) + [""]
+    lines += ["Every metric:", ""]
     lines += emulation_table(results) + [""]
+    if info:
+        lines += [f"- `{name}`: {i.get('description') or i.get('objective')}" for name, i in info.items()] + [""]
 
     if results.get("downstream"):
         lines += ["## Downstream property prediction (Fig. 8/18/19)", "",

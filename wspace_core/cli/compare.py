@@ -12,6 +12,9 @@ import click
 
 from wspace_core.cli.run import Progress, config_from_options, run_options
 
+#: seeds per encoder by default: the paper's 15 at the paper preset, a few at the small presets
+PAPER_SEEDS, QUICK_SEEDS = 15, 3
+
 
 class _RecordingCommand(click.Command):
     """Keeps the arguments as given, so report.md can show the exact command."""
@@ -29,8 +32,9 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--encoders", "encoders_spec", default="all", show_default=True,
               help="Comma-separated encoder names, or 'all': every registered encoder except the "
                    "no_information baseline, which always runs.")
-@click.option("--seeds", "seeds_spec", default="3", show_default=True,
-              help="Number of pretraining seeds (--seed, --seed+1, ...), or a comma list of seeds.")
+@click.option("--seeds", "seeds_spec", default=None,
+              help="Number of pretraining seeds (--seed, --seed+1, ...), or a comma list of seeds "
+                   f"(default: {PAPER_SEEDS}, the paper's, with --preset paper; {QUICK_SEEDS} otherwise).")
 @click.option("--out", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Report directory (default: <out-dir>/reports/<time>-compare-<task>).")
 @click.option("--skip-supervised", is_flag=True, default=False,
@@ -52,6 +56,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
 
     \b
         wspace compare --arch lstm --task formal_languages --encoders all --seeds 3 --out report
+        wspace compare --preset paper --task formal_languages --device cuda --out paper-report
     """
     from wspace_core import plugins
     from wspace_core.compare import CompareConfig, compare, parse_encoders, parse_seeds
@@ -62,6 +67,8 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     plugins.task_families().get(config.task)
     plugins.objectives().get(config.pretrain.objective)
     encoders = parse_encoders(encoders_spec)
+    if seeds_spec is None:
+        seeds_spec = PAPER_SEEDS if config.preset == "paper" else QUICK_SEEDS
     seeds = parse_seeds(seeds_spec, config.seed)
     if report_dir is None:
         report_dir = str(Path(config.out_dir) / "reports" / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{config.task}")

@@ -187,10 +187,11 @@ def test_compare_defaults_to_the_papers_15_seeds_at_the_paper_preset(monkeypatch
 
     from wspace_core.cli import cli
 
-    seen = []
+    seen, configs = [], []
 
     def record_and_stop(config, **kwargs):  # the seeds the CLI chose; no training
         seen.append(config.seeds)
+        configs.append(config)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(compare_module, "compare", record_and_stop)
@@ -203,3 +204,24 @@ def test_compare_defaults_to_the_papers_15_seeds_at_the_paper_preset(monkeypatch
     CliRunner().invoke(cli, ["compare", "--preset", "paper", "--seeds", "2", "--encoders", "dwsnet",
                              "--no-tracking", "--out-dir", str(tmp_path)])
     assert seen[-1] == (0, 1)
+    assert configs[-1].run.pretrain.loss_positions == "all" and configs[-1].run.pretrain.rollouts_per_network == 1
+
+
+def test_wspace_options_are_named_flags(monkeypatch, tmp_path):
+    """wspace's own choices stay reachable: masked positions, reverse KL, 16 rollouts per network."""
+    import wspace_core.compare as compare_module
+    from wspace_core.cli import cli
+
+    configs = []
+
+    def record_and_stop(config, **kwargs):
+        configs.append(config.run.pretrain)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_module, "compare", record_and_stop)
+    result = CliRunner().invoke(cli, ["compare", "--preset", "smoke", "--encoders", "dwsnet", "--no-tracking",
+                                      "--objective", "reverse_kl", "--loss-positions", "masked",
+                                      "--rollouts-per-network", "16", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 130, result.output
+    assert (configs[-1].objective, configs[-1].loss_positions, configs[-1].rollouts_per_network) == (
+        "reverse_kl", "masked", 16)

@@ -34,7 +34,14 @@ def run_options(func):
         click.option("--pretrain-steps", type=int, default=None, help="Pretraining steps at most."),
         click.option("--batch-size", type=int, default=None, help="Networks per pretraining step (default 64)."),
         click.option("--lr", type=float, default=None, help="Pretraining learning rate."),
-        click.option("--objective", default=None, help="Emulation objective (see `wspace list objectives`)."),
+        click.option("--objective", default=None,
+                     help="Emulation objective (see `wspace list objectives`; default total_variation, as "
+                          "the paper's published code)."),
+        click.option("--loss-positions", type=click.Choice(("all", "masked")), default=None,
+                     help="Rollout steps the emulation loss averages over: all (default, the published code) "
+                          "or masked (the task's mask; formal languages: up to the first EOS)."),
+        click.option("--rollouts-per-network", type=int, default=None,
+                     help="Stored rollouts of each network per pretraining step (default 1, the published code)."),
         click.option("--probing-strategy", default=None,
                      help="Probing strategy of a probing encoder (see `wspace list probing-strategies`)."),
         click.option("--encoder-option", "encoder_option", multiple=True, metavar="KEY=VALUE",
@@ -76,6 +83,8 @@ def config_from_options(encoder: str | None, opts: dict):
         "task_settings": key_values(opts.get("task_setting", ()), "--task-setting") or None,
         "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
         "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
+        "pretrain.loss_positions": opts.get("loss_positions"),
+        "pretrain.rollouts_per_network": opts.get("rollouts_per_network"),
     }
     return resolve(file_values, **flags)
 

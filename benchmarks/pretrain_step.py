@@ -6,9 +6,10 @@ AdamW over encoder + emulator): draw ``batch_size`` training rows and ``rollouts
 of each one's stored rollouts, ``ZooSplit.batch`` (memory-mapped zoo -> device), z =
 normalise(E(θ)) with random hidden-neuron permutations where the encoder asks for them, the
 emulator on the rollouts with teacher forcing, the objective, backward, gradient clipping,
-AdamW. Settings: the ``paper`` pretraining preset (``PRETRAIN_PRESETS["paper"]``: batch 64
-networks, 16 rollouts each, emulator LSTM 256 x 2, reverse KL, lr 1e-4, clip 0.1) and the
-``paper`` encoder presets, on a formal-languages zoo (LSTM 2 x 32, 6 inputs and outputs, T = 41).
+AdamW. Settings: the ``paper`` pretraining preset (``PRETRAIN_PRESETS["paper"]``, the published
+code's: batch 64 networks, 1 rollout each, emulator LSTM 256 x 2, total variation over all
+positions, lr 1e-4, clip 0.1 per module; ``--rollouts-per-network 16`` times wspace's option) and
+the ``paper`` encoder presets, on a formal-languages zoo (LSTM 2 x 32, 6 inputs and outputs, T = 41).
 
 The encoders are timed interleaved (step s of every encoder, then step s + 1 of every encoder),
 so a machine shared with other work slows every encoder alike; reported per encoder: median and
@@ -22,6 +23,7 @@ machine without network access.
     python benchmarks/pretrain_step.py --warmup 1 --steps 3 --json /tmp/pretrain_step.json
     python benchmarks/pretrain_step.py --device cuda --steps 50         # on a GPU
     python benchmarks/pretrain_step.py --zoo zoos/formal --encoders dwsnet interactive_probing
+    python benchmarks/pretrain_step.py --rollouts-per-network 16        # wspace's option: its cost
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--z-dim", type=int, default=16, help="embedding size (default 16, as wspace run)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rollouts-per-network", type=int, default=None,
+                        help="stored rollouts of each network per step (default: the paper preset's, 1)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.warmup < 0 or (args.steps is not None and args.steps < 1):
@@ -169,6 +173,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     steps = args.steps or (50 if device.type == "cuda" else 5)
     config = PretrainConfig(**PRETRAIN_PRESETS[PRESET])
+    if args.rollouts_per_network is not None:
+        config = attrs.evolve(config, rollouts_per_network=args.rollouts_per_network)
     names = _encoder_names(args)
     load_before = os.getloadavg()
 

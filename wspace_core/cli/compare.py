@@ -60,7 +60,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     """
     from wspace_core import plugins
     from wspace_core.compare import CompareConfig, compare, parse_encoders, parse_seeds
-    from wspace_core.report import emulation_table
+    from wspace_core.report import paper_table2
 
     config = config_from_options(None, opts)
     plugins.architectures().get(config.arch)  # unknown names fail before any work
@@ -86,7 +86,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
                    "again to start the comparison over", err=True)
         raise SystemExit(130)
     progress.close()
-    click.echo("\n".join(emulation_table(results)))
+    click.echo("\n".join(paper_table2(results)))  # Table 2 in the paper's form; every metric is in report.md
     click.echo(results["ordering"]["text"].replace("**", ""))
     click.echo(f"report: {Path(report_dir) / 'report.md'}")
     if results["mlflow"]["parent_run_id"]:

@@ -243,7 +243,7 @@ def test_claims_contradicted_by_the_numbers_say_so():
     task = _claim(out, "ood_task_prediction_interactive_best")
     assert task["holds"] is False and "best supervised dwsnet 0.4000" in task["detail"]
     consistent = _claim(out, "dwsnet_most_consistent")
-    assert consistent["holds"] is False and "over 1 properties" in consistent["detail"]
+    assert consistent["holds"] is False and "over 1 property" in consistent["detail"]
     assert out["text"].count("**does not hold**") == 3
 
 

@@ -225,3 +225,26 @@ def test_wspace_options_are_named_flags(monkeypatch, tmp_path):
     assert result.exit_code == 130, result.output
     assert (configs[-1].objective, configs[-1].loss_positions, configs[-1].rollouts_per_network) == (
         "reverse_kl", "masked", 16)
+
+
+# ---- Table 2 in the paper's form ----------------------------------------------------------------------
+
+def test_table2_prints_the_papers_figure_beside_the_published_metric_only():
+    from wspace_core import paper
+    from wspace_core.report import interval_dict, paper_table2
+
+    def results(metric):
+        return {"task": "formal_languages", "objective": "total_variation", "objective_metric": metric,
+                "encoders": ["no_information", "interactive_probing"],
+                "kinds": {"interactive_probing": "functionalist"},
+                "emulation": {e: {s: {metric: interval_dict([v])} for s in ("validation", "ood")}
+                              for e, v in (("no_information", 0.2), ("interactive_probing", 0.1))}}
+
+    assert paper.TABLE_2[("formal_languages", "interactive_probing", "validation")] == 0.015
+    lines = paper_table2(results("published_total_variation"))
+    assert lines[0] == ("| encoder | kind | validation published_total_variation | paper validation | "
+                        "ood published_total_variation | paper ood |")
+    assert lines[3] == "| interactive_probing | functionalist | 0.1000 | 0.015 | 0.1000 | – |"
+    assert lines[2] == "| no_information | baseline | 0.2000 | – | 0.2000 | – |"
+    other = paper_table2(results("reverse_kl"))  # another metric: the paper's figures are not comparable
+    assert "paper" not in other[0] and "0.015" not in "\n".join(other)

@@ -248,3 +248,20 @@ def test_table2_prints_the_papers_figure_beside_the_published_metric_only():
     assert lines[2] == "| no_information | baseline | 0.2000 | – | 0.2000 | – |"
     other = paper_table2(results("reverse_kl"))  # another metric: the paper's figures are not comparable
     assert "paper" not in other[0] and "0.015" not in "\n".join(other)
+
+
+def test_a_run_stored_before_the_published_defaults_resumes_with_its_own_choices(tmp_path):
+    import json
+
+    import attrs
+
+    from wspace_core.run import load_run_config
+
+    stored = attrs.asdict(resolve(preset="smoke"))
+    for key in ("loss_positions", "grad_clip_scope"):  # what an earlier wspace wrote
+        del stored["pretrain"][key]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    pretrain_config = load_run_config(tmp_path).pretrain
+    assert (pretrain_config.loss_positions, pretrain_config.grad_clip_scope) == ("masked", "joint")
+    (tmp_path / "config.json").write_text(json.dumps(attrs.asdict(resolve(preset="smoke"))))
+    assert load_run_config(tmp_path).pretrain.loss_positions == "all"  # a current one keeps its own

@@ -332,12 +332,27 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     return config_from_dict(raw, str(path))
 
 
+#: what a stored configuration without these keys was trained with (wspace before it defaulted to
+#: the published code's choices): resuming it keeps its objective and clipping
+EARLIER_PRETRAIN_CHOICES = {"loss_positions": "masked", "grad_clip_scope": "joint"}
+
+
+def with_earlier_choices(raw: dict) -> dict:
+    """A stored configuration (config.json) written before ``loss_positions`` existed gets the
+    choices it was trained with, not today's defaults."""
+    pretrain = raw.get("pretrain")
+    if not isinstance(pretrain, dict) or "loss_positions" in pretrain:
+        return raw
+    return {**raw, "pretrain": {**EARLIER_PRETRAIN_CHOICES, **pretrain}}
+
+
 def config_from_dict(raw, source: str) -> RunConfig:
     """A RunConfig from its stored plain data (``attrs.asdict``), checked like a configuration file."""
     from wspace_core.config import resolve
 
     if not isinstance(raw, dict) or not isinstance(raw.get("pretrain", {}), dict):
         raise WspaceError(f"{source} does not hold a run configuration; start a new run")
+    raw = with_earlier_choices(raw)
     try:
         return resolve(raw)
     except WspaceError as err:

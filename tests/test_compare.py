@@ -390,6 +390,13 @@ def test_compare_end_to_end(tmp_path, monkeypatch):
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [0, 1]
     assert len(results["emulation"]["layerwise_statistics"]["validation"]["reverse_kl"]["values"]) == 2
+    # the published code's metric, declared by the objective, beside the paper's figure in Table 2
+    assert results["objective_metric"] == "published_total_variation"
+    assert results["metric_info"]["published_total_variation"]["published"] is True
+    assert len(results["emulation"]["interactive_probing"]["ood"]["published_total_variation"]["values"]) == 2
+    assert "| paper validation |" in report and {c["claim"] for c in results["ordering"]["claims"]} == {
+        "emulation_order_formal_languages", "probing_similar_and_ahead_mnist",
+        "ood_task_prediction_interactive_best", "dwsnet_most_consistent"}
     assert set(results["downstream"]) == {"task", "performance"}
     assert "supervised" in results["downstream"]["task"]["encoders"]["interactive_probing"]
     assert set(results["downstream"]["task"]["encoders"]["no_information"]) == {"frozen"}  # the chance level

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import attrs
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -16,9 +17,12 @@ from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec, TaskFamily, TrainingSchedule
 from wspace_tiled_mnist import images as im
 from wspace_tiled_mnist.data import MnistTrain, load_train
-from wspace_tiled_mnist.splits import sample_angles, split_of_angles
+from wspace_tiled_mnist.splits import (
+    draw_published_angles, published_ood_training_half, published_splits, sample_angles, split_of_angles,
+)
 
 NUM_CLASSES = 10
+SPLIT_RULES = ("published", "wspace")
 MNIST_TRAIN_SIZE = 60_000
 #: attrs metadata marking settings that say where/how to compute, not what the tasks are
 _LOCAL = {"fingerprint": False}
@@ -32,6 +36,14 @@ def _positive_int(instance, attribute, value):
 def _fraction(instance, attribute, value):
     if not 0.0 < value < 1.0:
         raise WspaceError(f"tiled_mnist setting {attribute.name} must lie strictly between 0 and 1, got {value!r}")
+
+
+def _one_of(choices):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise WspaceError(f"tiled_mnist setting {attribute.name} must be one of {', '.join(choices)}, "
+                              f"got {value!r}")
+    return check
 
 
 def _decays(instance, attribute, value):
@@ -53,6 +65,7 @@ class TiledMnistConfig:
 
     data_root: str | None = attrs.field(default=None, metadata=_LOCAL,
                                         converter=attrs.converters.optional(str))
+    split_rule: str = attrs.field(default="published", validator=_one_of(SPLIT_RULES))
     split_seed: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
     train_fraction: float = attrs.field(default=0.8, converter=float, validator=_fraction)
     num_eval_images: int = attrs.field(default=1000, validator=_positive_int)
@@ -120,13 +133,40 @@ class TiledMnist(TaskFamily):
 
     def sample_tasks(self, num_models: int, generator: torch.Generator,
                      split: str | None = None) -> torch.Tensor:
-        angles = sample_angles(num_models, generator, split)
+        if self.config.split_rule == "published":
+            if split is not None:
+                raise WspaceError(f"tiled_mnist with split_rule=published has no fixed {split!r} angles: a zoo's "
+                                  f"splits are decided over all its angles (split_zoo); draw with split=None, or "
+                                  f"use split_rule=wspace for fixed angle ranges")
+            angles = draw_published_angles(num_models, generator)
+        else:
+            angles = sample_angles(num_models, generator, split)
         decays = torch.tensor(self.config.weight_decays, dtype=torch.float64)
         which = torch.randint(len(decays), (num_models,), generator=generator)
         return torch.stack([angles, decays[which]], dim=1)  # (M, 2)
 
     def split_of(self, tasks: torch.Tensor) -> list[str]:
+        if self.config.split_rule == "published":
+            raise WspaceError("tiled_mnist with split_rule=published splits a zoo over all its angles, not "
+                              "one angle at a time: use split_zoo (or split_rule=wspace)")
         return split_of_angles(tasks[:, 0])
+
+    def split_scope(self) -> str:
+        return "zoo" if self.config.split_rule == "published" else "task"
+
+    def split_zoo(self, tasks: torch.Tensor, fractions=(0.7, 0.15, 0.15)) -> list[str]:
+        """Published rule: the zoo's unique angles ranked by angle (the largest are OOD); the
+        weight decay is not part of the task, as published. wspace rule: ``split_of``."""
+        if self.config.split_rule == "published":
+            angles = tasks[:, 0]
+            if ((angles < 0) | (angles >= 360) | angles.isnan()).any():
+                raise WspaceError("tiled_mnist angles must lie in [0, 360) degrees")
+            return published_splits(angles.numpy(), fractions)
+        return self.split_of(tasks)
+
+    def ood_training_half(self, tasks: torch.Tensor, is_ood) -> np.ndarray:
+        """The published halving: the zoo's OOD angles in increasing order, permuted (seed 2)."""
+        return published_ood_training_half(tasks[:, 0].numpy(), is_ood)
 
     def weight_decay(self, tasks: torch.Tensor, schedule: TrainingSchedule) -> torch.Tensor:
         """(M,) each model's own weight decay (task column), not the schedule's."""

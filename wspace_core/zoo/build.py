@@ -201,9 +201,19 @@ def preset_config(task: str, preset: str = "quick", **overrides: Any) -> ZooConf
 
 def assign_tasks(task: TaskFamily, config: ZooConfig) -> tuple[np.ndarray, torch.Tensor]:
     """Every model's split (num_models,) int (index into SPLITS) and task row, fixed by the zoo
-    seed alone: split sizes from ``split_fractions``, models shuffled into them, tasks drawn
-    within each split (``task.sample_tasks(n, generator, split=...)``)."""
+    seed alone. A family whose split rule is per task (``split_scope() == "task"``): split sizes
+    from ``split_fractions``, models shuffled into them, tasks drawn within each split
+    (``task.sample_tasks(n, generator, split=...)``). Per zoo ("zoo", the published protocol):
+    every task drawn from all tasks, then ``task.split_zoo(tasks, split_fractions)``."""
     n = config.num_models
+    if task.split_scope() == "zoo":
+        gen = torch.Generator().manual_seed(derive_seed(config.seed, "tasks", "all"))
+        tasks = torch.as_tensor(task.sample_tasks(n, gen, split=None), dtype=torch.float64)
+        if tuple(tasks.shape) != (n, len(task.task_columns)):
+            raise WspaceError(f"task family {task.name!r} sample_tasks returned shape {tuple(tasks.shape)}, "
+                              f"expected ({n}, {len(task.task_columns)})")
+        names = task.split_zoo(tasks, config.split_fractions)
+        return np.array([SPLITS.index(name) for name in names], dtype=np.int64), tasks
     counts = [int(round(f * n)) for f in config.split_fractions]
     counts[0] = n - counts[1] - counts[2]
     if counts[0] < 0:

@@ -124,3 +124,18 @@ def test_downstream_halves_ood_tasks_not_networks():
         np.random.default_rng(0).permutation(models_ood.astype(np.int64))[: len(models_ood) // 2].tolist())
     with pytest.raises(WspaceError, match="ood_half"):
         DownstreamConfig(ood_half="model")
+
+
+def test_settings_of_zoos_built_before_the_published_defaults_still_open():
+    """Manifests written before split_rule (and the tiled-MNIST options) existed hold only the old
+    settings; the families still build from them (the new settings take their defaults)."""
+    from wspace_core import plugins
+
+    old_fl = {"num_eval_strings": 1000, "max_n": 10, "sequence_tokens": 42, "ood_max_abs_sum": 1,
+              "validation_fraction": 0.1, "split_seed": 0}
+    fl = plugins.task_families().get("formal_languages")(**old_fl)
+    assert fl.settings()["split_rule"] == "published"
+    old_mnist = {"split_seed": 0, "train_fraction": 0.8, "num_eval_images": 1000,
+                 "weight_decays": [0.0, 0.001, 0.01, 0.1]}
+    mnist = plugins.task_families().get("tiled_mnist")(**old_mnist)
+    assert mnist.config.num_eval_images == 1000 and mnist.settings()["interpolation"] == "nearest"

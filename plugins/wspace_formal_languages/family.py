@@ -257,5 +257,6 @@ class FormalLanguages(TaskFamily):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
+        if self.config.split_rule == "wspace":  # fixed per language; published: decided per zoo (metadata)
+            out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
         return out

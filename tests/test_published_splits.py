@@ -139,3 +139,27 @@ def test_settings_of_zoos_built_before_the_published_defaults_still_open():
                  "weight_decays": [0.0, 0.001, 0.01, 0.1]}
     mnist = plugins.task_families().get("tiled_mnist")(**old_mnist)
     assert mnist.config.num_eval_images == 1000 and mnist.settings()["interpolation"] == "nearest"
+
+
+def test_contract_defaults_for_families_with_a_rule_per_task():
+    """A family that declares nothing new keeps its per-task split and gets the OOD halving by
+    task in lexicographic order with the published seed."""
+    from wspace_core.task import TaskFamily
+
+    class PerTask(TaskFamily):
+        name = "per_task"
+        task_columns = ("k",)
+        settings = sample_tasks = training_batch = training_loss = evaluate = rollouts = properties = None
+
+        def split_of(self, tasks):
+            return ["ood" if k >= 3 else "train" for k in tasks[:, 0].tolist()]
+
+    family = PerTask()
+    tasks = torch.tensor([[0.0], [3.0], [5.0], [4.0], [5.0], [6.0]], dtype=torch.float64)
+    assert family.split_scope() == "task"
+    assert family.split_zoo(tasks, (0.7, 0.15, 0.15)) == family.split_of(tasks)
+    is_ood = np.array([s == "ood" for s in family.split_of(tasks)])
+    half = family.ood_training_half(tasks, is_ood)
+    ood_tasks = np.array([3.0, 4.0, 5.0, 6.0])  # lexicographic
+    to_training = set(ood_tasks[np.random.RandomState(splits.OOD_HALF_SEED).permutation(4)[2:]].tolist())
+    assert half.tolist() == [False] + [k in to_training for k in [3.0, 5.0, 4.0, 5.0, 6.0]]

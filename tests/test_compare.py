@@ -108,10 +108,11 @@ def tiny_zoo(path, per_split: int = 6, hidden: int = 8, seed: int = 0):
     params = {k: 3 * v for k, v in arch.init(M, generator).items()}
     generators = [torch.Generator().manual_seed(1000 * seed + m) for m in range(M)]
     inputs, outputs = task.rollouts(arch, params, tasks, 4, generators)
-    performance = task.evaluate(arch, params, tasks, generators)["performance"]
+    metrics = task.evaluate(arch, params, tasks, generators)
     split = [("train", "validation", "ood").index(s) for s in task.split_of(tasks)]
     columns = ["model", "snapshot", "step", "split", *task.task_columns, *task.metric_columns]
-    metadata = np.column_stack([np.arange(M), np.zeros(M), np.zeros(M), split, tasks.numpy(), performance.numpy()])
+    metadata = np.column_stack([np.arange(M), np.zeros(M), np.zeros(M), split, tasks.numpy(),
+                                *(metrics[c].numpy() for c in task.metric_columns)])
     base = {"architecture": arch.describe(), "task": task.describe(),
             "build": {"num_models": M, "chunk_size": M, "seed": seed, "device": "cpu"},
             "snapshot_steps": [0], "num_models": M, "metadata_columns": columns}

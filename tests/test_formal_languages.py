@@ -16,8 +16,9 @@ from wspace_core.symmetry import SymmetrySpec
 from wspace_core.task import SPLITS, TaskFamily
 from wspace_formal_languages import FormalLanguages, accepts, in_language
 from wspace_formal_languages.language import (
-    BOS, EOS, all_languages, decode, encode, generate_strings, min_n,
+    BOS, EOS, accepts_counts, all_languages, decode, encode, generate_strings, min_n,
 )
+from wspace_formal_languages.splits import letter_count_entropy, published_splits, task_keys
 
 T = 41  # network steps of the default family (42 tokens per sequence)
 
@@ -153,8 +154,97 @@ def test_training_loss_is_mean_cross_entropy_per_model():
 
 # ---- splits, tasks, settings ---------------------------------------------------------------------
 
-def test_splits_are_disjoint_and_cover_all_languages():
+# the published rule (counts before the first EOS, order and stray BOS not checked) differs from
+# membership on exactly these strings of CASES
+COUNTS_ONLY = {"abdc$", "abcdabcd$", "a^bcd$"}
+
+
+@pytest.mark.parametrize("task, text, expected", CASES, ids=[f"{t}-{s}" for t, s, _ in CASES])
+def test_published_counting_rule_hand_cases(task, text, expected):
+    strings = torch.tensor([[_pad(encode(text), 48, fill=BOS if "$" not in text else EOS)]])
+    published = accepts_counts(strings, torch.tensor([task], dtype=torch.float64))[0, 0].item()
+    assert published == (expected or text in COUNTS_ONLY)
+
+
+def test_published_rule_accepts_a_superset_of_membership():
+    gen = torch.Generator().manual_seed(3)
+    tasks = torch.tensor(all_languages(), dtype=torch.float64)[torch.randint(216, (40,), generator=gen)]
+    lo = (-tasks).amax(1).clamp_min(0).long()
+    strings = generate_strings(tasks, lo[:, None] + torch.randint(0, 4, (40, 30), generator=gen), 48)
+    swap = torch.randint(0, 8, (40, 30), generator=gen)  # swap two neighbours: counts stay
+    mutated = strings.clone()
+    rows = torch.arange(40)[:, None], torch.arange(30)[None]
+    mutated[rows + (swap,)], mutated[rows + (swap + 1,)] = strings[rows + (swap + 1,)], strings[rows + (swap,)]
+    for s in (strings, mutated):
+        strict, counts = accepts(s, tasks), accepts_counts(s, tasks)
+        assert not (strict & ~counts).any()
+    assert accepts(strings, tasks).all()
+    assert (accepts_counts(mutated, tasks) & ~accepts(mutated, tasks)).any()
+
+
+def test_published_task_entropy_by_hand():
+    keys = task_keys(torch.tensor([[0, 0, 0], [-3, -3, -3], [2, 2, 2], [1, -1, 0]], dtype=torch.float64).numpy())
+    assert keys.tolist() == [[0, 0, 0, 0], [0, -3, -3, -3], [0, 2, 2, 2], [0, 1, -1, 0]]
+    h = letter_count_entropy(keys)
+
+    def entropy(counts):
+        p = torch.tensor(counts, dtype=torch.float64) / sum(counts)
+        return float(-(p * torch.log(p + 1e-6)).sum())
+
+    # counts shifted so the smallest is 1: [1,1,1,1], [4,1,1,1], [1,3,3,3], [2,3,1,2]
+    for value, counts in zip(h, ([1, 1, 1, 1], [4, 1, 1, 1], [1, 3, 3, 3], [2, 3, 1, 2])):
+        assert abs(value - entropy(counts)) < 1e-6
+    assert h[0] == h.max()  # a^n b^n c^n d^n is the most even: OOD under the published rule
+
+
+def test_published_split_of_a_small_zoo_by_hand():
+    # 10 languages (one repeated: 11 networks): int(10 * 0.7) = 7 train, int(10 * 0.15) = 1
+    # validation, 2 OOD: the two highest entropies, (0, 0, 0) and (1, 1, 1) here
+    langs = [(0, 0, 0), (1, 1, 1), (-3, 2, 2), (2, -3, -3), (-3, -3, 2), (2, 2, -3), (-3, 2, -3),
+             (2, -3, 2), (-2, 2, 2), (2, -2, -2), (-3, 2, 2)]
+    names = published_splits(torch.tensor(langs, dtype=torch.float64).numpy())
+    assert names[0] == names[1] == "ood"
+    assert names[2] == names[10]  # one task, one split
+    by_split = {split: {lang for lang, name in zip(langs, names) if name == split} for split in SPLITS}
+    assert by_split["ood"] == {(0, 0, 0), (1, 1, 1)}
+    assert len(by_split["validation"]) == 1 and len(by_split["train"]) == 7
+    # the 8 non-OOD tasks in entropy order, permuted by numpy's RandomState(1): the last one drawn
+    # is the validation task
+    import numpy as np
+    from wspace_core.splits import VALIDATION_SEED
+    keys = task_keys(np.array(langs))
+    unique = np.unique(keys, axis=0)
+    ranked = unique[np.argsort(letter_count_entropy(unique))]
+    validation = ranked[np.random.RandomState(VALIDATION_SEED).permutation(8)[7:]]
+    assert {tuple(int(v) for v in k[1:]) for k in validation} == by_split["validation"]
+
+
+def test_published_split_of_all_216_languages():
     fam = _family()
+    splits = fam.splits()
+    assert {s: len(v) for s, v in splits.items()} == {"train": 151, "validation": 32, "ood": 33}
+    h = {lang: letter_count_entropy(task_keys([lang]))[0] for lang in all_languages()}
+    assert min(h[lang] for lang in splits["ood"]) >= max(h[lang] for lang in splits["train"] + splits["validation"])
+    assert (0, 0, 0) in splits["ood"]
+    table = torch.tensor(all_languages(), dtype=torch.float64)
+    assert fam.split_zoo(table, (0.7, 0.15, 0.15)) == fam.split_of(table)
+    assert fam.split_scope() == "zoo" and _family(split_rule="wspace").split_scope() == "task"
+    # a zoo missing some languages is ranked over its own languages
+    assert fam.split_zoo(table[:200], (0.7, 0.15, 0.15)) != fam.split_of(table[:200])
+
+
+def test_splits_are_disjoint_and_cover_all_languages():
+    for fam in (_family(), _family(split_rule="wspace")):
+        sets = {name: set(langs) for name, langs in fam.splits().items()}
+        assert set(sets) == set(SPLITS)
+        assert sum(len(s) for s in sets.values()) == 216
+        assert set().union(*sets.values()) == set(all_languages())
+        for a, b in itertools.combinations(sets.values(), 2):
+            assert not a & b
+
+
+def test_wspace_split_rule():
+    fam = _family(split_rule="wspace")
     splits = fam.splits()
     sets = {name: set(langs) for name, langs in splits.items()}
     assert set(splits) == set(SPLITS)
@@ -164,13 +254,14 @@ def test_splits_are_disjoint_and_cover_all_languages():
         assert not a & b
     assert sets["ood"] == {(0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)}
     assert len(sets["validation"]) == round(0.1 * 209)
-    assert _family().splits() == splits  # fixed seed: every instance (every zoo) agrees
-    assert set(_family(split_seed=1).splits()["validation"]) != sets["validation"]
-    assert len(_family(ood_max_abs_sum=2).splits()["ood"]) == 1 + 6 + 12 + 6
+    assert _family(split_rule="wspace").splits() == splits  # fixed seed: every instance (every zoo) agrees
+    assert set(_family(split_rule="wspace", split_seed=1).splits()["validation"]) != sets["validation"]
+    assert len(_family(split_rule="wspace", ood_max_abs_sum=2).splits()["ood"]) == 1 + 6 + 12 + 6
 
 
-def test_split_of_and_sample_tasks():
-    fam = _family()
+@pytest.mark.parametrize("rule", ["published", "wspace"])
+def test_split_of_and_sample_tasks(rule):
+    fam = _family(split_rule=rule)
     table = torch.tensor(all_languages(), dtype=torch.float64)
     where = fam.split_of(table)
     for lang, split in zip(all_languages(), where):
@@ -190,7 +281,7 @@ def test_split_of_and_sample_tasks():
     with pytest.raises(WspaceError, match="not a formal_languages task"):
         fam.split_of(torch.tensor([[0.0, 0.0, 3.0]]))
     with pytest.raises(WspaceError, match="validation_fraction"):
-        _family(validation_fraction=0).sample_tasks(2, torch.Generator(), split="validation")
+        _family(split_rule="wspace", validation_fraction=0).sample_tasks(2, torch.Generator(), split="validation")
 
 
 def test_settings_registration_and_properties():
@@ -198,14 +289,18 @@ def test_settings_registration_and_properties():
     assert isinstance(fam, TaskFamily) and type(fam) is FormalLanguages
     assert plugins.task_families().owner("formal_languages") == "wspace_formal_languages"
     assert fam.settings() == {"num_eval_strings": 1000, "max_n": 10, "sequence_tokens": 42,
-                              "ood_max_abs_sum": 1, "validation_fraction": 0.1, "split_seed": 0}
+                              "split_rule": "published", "ood_max_abs_sum": 1, "validation_fraction": 0.1,
+                              "split_seed": 0}
     assert (fam.input_size, fam.output_size, fam.sequence_length) == (6, 6, T)
-    assert fam.task_columns == ("mb", "mc", "md") and fam.metric_columns == ("performance",)
+    assert fam.task_columns == ("mb", "mc", "md")
+    assert fam.metric_columns == ("performance", "performance_strict")
     task, perf = fam.properties()
     assert (task.name, task.kind, task.columns, task.groups, task.values) == (
         "task", "multihot", ("mb", "mc", "md"), (6, 6, 6), (-3, -2, -1, 0, 1, 2))
     assert (perf.name, perf.kind, perf.columns) == ("performance", "scalar", ("performance",))
-    assert fam.describe()["splits"]["ood"] == [list(lang) for lang in fam.splits()["ood"]]
+    assert "splits" not in fam.describe()  # published: each zoo's split is its metadata
+    wspace = _family(split_rule="wspace")
+    assert wspace.describe()["splits"]["ood"] == [list(lang) for lang in wspace.splits()["ood"]]
 
 
 @pytest.mark.parametrize("settings, match", [
@@ -215,7 +310,8 @@ def test_settings_registration_and_properties():
     ({"sequence_tokens": 14}, "sequence_tokens"),
     ({"validation_fraction": 1.0}, r"\[0, 1\)"),
     ({"ood_max_abs_sum": -2}, "ood_max_abs_sum"),
-    ({"ood_max_abs_sum": 9}, "lower ood_max_abs_sum"),
+    ({"ood_max_abs_sum": 9, "split_rule": "wspace"}, "lower ood_max_abs_sum"),
+    ({"split_rule": "paper"}, "split_rule must be one of published, wspace"),
     ({"split_seed": "zero"}, "split_seed"),
 ])
 def test_bad_settings_raise_wspace_error(settings, match):
@@ -316,8 +412,8 @@ def test_deterministic_correct_network_scores_one_and_wrong_scores_zero():
     lo = (-tasks).amax(1).clamp_min(0).long()
     arch = ScriptedNetwork(T)
     right = generate_strings(tasks, (lo + 2)[:, None], T)[:, 0]  # (M, T) the n = min_n + 2 string
-    perf = fam.evaluate(arch, {"script": _script(right)}, tasks, _gens(range(M)))["performance"]
-    assert perf.tolist() == [1.0] * M
+    metrics = fam.evaluate(arch, {"script": _script(right)}, tasks, _gens(range(M)))
+    assert metrics["performance"].tolist() == metrics["performance_strict"].tolist() == [1.0] * M
     inputs, outputs = fam.rollouts(arch, {"script": _script(right)}, tasks, 3, _gens(range(M)))
     assert torch.equal(inputs[:, :, 1:], right[:, None, :-1].expand(M, 3, T - 1))
     wrong = [
@@ -327,8 +423,18 @@ def test_deterministic_correct_network_scores_one_and_wrong_scores_zero():
     ]
     wrong[2][:, 0] = 0  # "a" then the shifted string: a count that is off by one
     for strings in wrong:
-        perf = fam.evaluate(arch, {"script": _script(strings)}, tasks, _gens(range(M)))["performance"]
-        assert perf.tolist() == [0.0] * M, decode(strings[0].tolist())
+        metrics = fam.evaluate(arch, {"script": _script(strings)}, tasks, _gens(range(M)))
+        assert metrics["performance"].tolist() == metrics["performance_strict"].tolist() == [0.0] * M, \
+            decode(strings[0].tolist())
+    # letters out of order, counts right: correct by the published rule, not in the language
+    swapped = right.clone()
+    for m in range(M):  # the first letter moved to just before the EOS
+        k = int((right[m] == EOS).nonzero()[0])
+        swapped[m, :k] = right[m, :k].roll(-1)
+    metrics = fam.evaluate(arch, {"script": _script(swapped)}, tasks, _gens(range(M)))
+    differs = [decode(s) != decode(r) for s, r in zip(swapped.tolist(), right.tolist())]
+    assert metrics["performance"].tolist() == [1.0] * M
+    assert all(differs) and metrics["performance_strict"].tolist() == [0.0] * M
 
 
 def test_sampled_distribution_is_judged_correctly():

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
@@ -62,18 +63,20 @@ def test_batched_rotation_matches_torchvision(angles):
 def test_digit_sequences_is_bos_then_normalised_rotated_tiles(monkeypatch):
     digits = torch.randint(0, 256, (3, 5, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     angles = torch.tensor([10.0, 250.0, 90.0])
-    seq = im.digit_sequences(digits, angles)
+    nearest = im.digit_sequences(digits, angles)
+    seq = im.digit_sequences(digits, angles, "bilinear")
     assert seq.shape == (3, 5, 50, 16) and seq.dtype == torch.float32
     assert torch.equal(seq[:, :, 0], torch.zeros(3, 5, 16))
     expected = im.normalise(im.rotate(digits.float() / 255, angles))
     assert torch.allclose(im.untile(seq[:, :, 1:]), expected, atol=1e-5)
     for block in (2, 7):  # blocks within a model's digits, and blocks of whole models
         monkeypatch.setattr(im, "CHUNK_IMAGES", block)
-        assert torch.equal(im.digit_sequences(digits, angles), seq)
+        assert torch.equal(im.digit_sequences(digits, angles, "bilinear"), seq)
+        assert torch.equal(im.digit_sequences(digits, angles), nearest)
 
 
 def test_training_batch_shapes_targets_and_bos(family):
-    tasks = family.sample_tasks(2, torch.Generator().manual_seed(0), "train")
+    tasks = family.sample_tasks(2, torch.Generator().manual_seed(0))
     inputs, targets = family.training_batch(tasks, 5, gens(0, 1))
     assert inputs.shape == (2, 5, 50, 16) and inputs.dtype == torch.float32
     assert targets.shape == (2, 5, 50) and targets.dtype == torch.long
@@ -105,8 +108,8 @@ def test_training_loss_is_mean_cross_entropy_per_model(family):
         assert torch.allclose(loss[m], ref)
 
 
-def test_split_rules():
-    fam = TiledMnist()  # needs no data
+def test_wspace_split_rule():
+    fam = TiledMnist(split_rule="wspace")  # needs no data
     for split in ("train", "validation", "ood"):
         tasks = fam.sample_tasks(3000, torch.Generator().manual_seed(5), split)
         assert tasks.shape == (3000, 2) and tasks.dtype == torch.float64
@@ -140,7 +143,8 @@ def test_settings_round_trip_and_unknown_setting():
     with pytest.raises(WspaceError, match="num_eval_images"):
         TiledMnist(num_eval_images=20_000)
     kinds = {p.name: (p.kind, p.columns) for p in fam.properties()}
-    assert kinds == {"rotation": ("angle", ("angle",)), "accuracy": ("scalar", ("performance",)),
+    assert kinds == {"rotation": ("scalar", ("angle",)), "rotation_cos_sin": ("angle", ("angle",)),
+                     "accuracy": ("scalar", ("performance",)),
                      "training_step": ("categorical", ("snapshot",)),
                      "generalisation_gap": ("scalar", ("gap",))}
 
@@ -148,7 +152,7 @@ def test_settings_round_trip_and_unknown_setting():
 def test_evaluate_random_lstm_is_near_chance(family):
     arch = plugins.architectures().get("lstm")(Sizes(16, 32, 10, 2))
     params = arch.init(3, torch.Generator().manual_seed(0))
-    tasks = family.sample_tasks(3, torch.Generator().manual_seed(9), "train")
+    tasks = family.sample_tasks(3, torch.Generator().manual_seed(9))
     metrics = family.evaluate(arch, params, tasks, gens(0, 1, 2))
     assert set(metrics) == set(family.metric_columns)
     assert all(v.shape == (3,) for v in metrics.values())
@@ -164,7 +168,7 @@ def test_evaluate_random_lstm_is_near_chance(family):
 def test_rollouts_are_network_inputs_and_log_probs(family):
     arch = plugins.architectures().get("lstm")(Sizes(16, 8, 10, 1))
     params = arch.init(2, torch.Generator().manual_seed(1))
-    tasks = family.sample_tasks(2, torch.Generator().manual_seed(10), "ood")
+    tasks = family.sample_tasks(2, torch.Generator().manual_seed(10))
     inputs, outputs = family.rollouts(arch, params, tasks, 30, gens(3, 4))
     assert inputs.shape == (2, 30, 50, 16) and outputs.shape == (2, 30, 50, 10)
     assert torch.allclose(outputs.exp().sum(-1), torch.ones(2, 30, 50), atol=1e-5)
@@ -184,3 +188,93 @@ def test_missing_data_root_says_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setenv(mnist_data.ROOT_ENV, str(tmp_path / "env_root"))
     with pytest.raises(WspaceError, match="env_root"):
         TiledMnist().data()
+
+
+# ---- the published transform, digits and evaluation ----------------------------------------------
+
+def _published_tiles(pil_digit, angle):
+    """The published TiledMNIST item: RandomRotation([a, a]) -> ToTensor -> Normalize on the PIL
+    digit, then 4x4 tiles (view / transpose / view) after a zero BOS tile: (50, 16)."""
+    from torchvision import transforms
+
+    t = transforms.Compose([transforms.RandomRotation([angle, angle]), transforms.ToTensor(),
+                            transforms.Normalize((0.1307,), (0.3081,))])
+    image = t(pil_digit)  # (1, 28, 28)
+    tiles = image.view(7, 4, 7, 4).transpose(1, 2).contiguous().view(49, 16)
+    return torch.cat([torch.zeros(1, 16), tiles])
+
+
+def test_nearest_tiles_are_the_published_tiles_exactly():
+    import PIL.Image
+
+    g = torch.Generator().manual_seed(3)
+    digits = torch.randint(0, 256, (4, 3, 28, 28), dtype=torch.uint8, generator=g)
+    digits[:, :, :4] = 0  # some structure: blank rows, a bright square
+    digits[:, :, 10:18, 8:20] = 255
+    angles = torch.cat([torch.rand(2, generator=g, dtype=torch.float32).double() * 360,
+                        torch.tensor([90.0, 33.3], dtype=torch.float64)])
+    seq = im.digit_sequences(digits, angles)
+    for m, angle in enumerate(angles.tolist()):
+        for b in range(3):
+            ref = _published_tiles(PIL.Image.fromarray(digits[m, b].numpy()), angle)
+            assert torch.equal(seq[m, b], ref)
+    # bilinear (the option) is a different transform
+    assert not torch.equal(im.digit_sequences(digits, angles, "bilinear"), seq)
+
+
+def test_published_digit_split_by_hand():
+    from wspace_tiled_mnist.family import HASH_KEYS, published_train_digits
+
+    trains = published_train_digits()
+    assert int(trains.sum()) == 47_998 and int((~trains).sum()) == 12_002
+    key = HASH_KEYS[0] ^ HASH_KEYS[1]
+    for i in (0, 1, 2, 3, 59_999):
+        assert trains[i] == ((i ^ key) % 10 < 8)
+    assert TiledMnist().config.num_train_images == 47_998
+    assert TiledMnist(digit_split="seeded").config.num_train_images == 48_000
+
+
+def test_rollouts_are_training_digits_by_default(family):
+    arch = plugins.architectures().get("lstm")(Sizes(16, 4, 10, 1))
+    params = arch.init(1, torch.Generator().manual_seed(2))
+    tasks = family.sample_tasks(1, torch.Generator().manual_seed(11))
+    inputs, _ = family.rollouts(arch, params, tasks, 6, gens(5))
+    pools = family._pools_on("cpu")
+    train_idx = family._draw(pools.train, 6, gens(5), replace=False)
+    assert torch.equal(inputs, family.sequences(train_idx, tasks[:, 0])[0])
+    held_out = TiledMnist(num_eval_images=60, rollout_digits="held_out")
+    inputs, _ = held_out.rollouts(arch, params, tasks, 6, gens(5))
+    eval_idx = held_out._draw(held_out._pools_on("cpu").eval, 6, gens(5), replace=False)
+    assert torch.equal(inputs, held_out.sequences(eval_idx, tasks[:, 0])[0])
+
+
+def test_published_evaluation_uses_every_held_out_digit():
+    fam = TiledMnist()  # num_eval_images=None: the published evaluation
+    try:
+        data = fam.data()
+    except WspaceError as exc:
+        pytest.skip(f"MNIST not available here: {exc}")
+    arch = plugins.architectures().get("lstm")(Sizes(16, 4, 10, 1))
+    params = arch.init(1, torch.Generator().manual_seed(4))
+    tasks = torch.tensor([[200.0, 0.0]], dtype=torch.float64)
+    metrics = fam.evaluate(arch, params, tasks, gens(7))
+    from wspace_tiled_mnist.family import published_train_digits
+
+    held_out = torch.from_numpy(~published_train_digits())
+    idx = held_out.nonzero().squeeze(1)[None]  # (1, 12002) every held-out digit, in index order
+    inputs, labels = fam.sequences(idx, tasks[:, 0])
+    logits, _ = arch.forward(params, inputs)
+    accuracy = (logits[:, :, -1].argmax(-1) == labels).double().mean()
+    assert abs(metrics["performance"].item() - accuracy.item()) < 1e-6  # order does not matter
+    # the loss is the mean of the means of batches of 1000 (the last holds 2) in the drawn order
+    g = gens(7)[0]
+    order = fam._pools_on("cpu").eval[torch.randperm(12_002, generator=g)]
+    ce = torch.nn.functional.cross_entropy(logits[0].permute(0, 2, 1), labels[0][:, None].expand(-1, 50),
+                                           reduction="none").double().mean(1)  # (12002,) in index order
+    position = torch.empty(60_000, dtype=torch.long)
+    position[idx[0]] = torch.arange(12_002)
+    batches = ce[position[order]].split(1000)
+    assert len(batches) == 13 and len(batches[-1]) == 2
+    expected = torch.stack([b.mean() for b in batches]).mean()
+    assert abs(metrics["eval_loss"].item() - expected.item()) < 1e-5
+    assert torch.allclose(metrics["gap"], metrics["eval_loss"] - metrics["train_loss"])

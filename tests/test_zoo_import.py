@@ -35,9 +35,19 @@ def _outputs(arch, weights: np.ndarray, xs: torch.Tensor) -> torch.Tensor:
     return arch.forward(params, xs)[0]  # (R, N, T, O)
 
 
+def published_accept_overwrite(sequences: torch.Tensor, eos: int = 5) -> torch.Tensor:
+    """What the published ``accept_sequence`` leaves in the rollouts it judged: EOS written over
+    position 0 of every rollout without an EOS (its "first EOS" index is 0 then)."""
+    out = sequences.clone()
+    out[..., 0] = torch.where((sequences == eos).any(-1), sequences[..., 0], torch.tensor(eos))
+    return out
+
+
 def make_formal_languages(src: Path, seed: int = 0) -> dict:
-    """A fake published formal-languages zoo: 3 runs (a train, a validation and an OOD language)
-    x 3 snapshots, LSTM hidden 8 x 2 layers."""
+    """A fake published formal-languages zoo in the published layout: 3 runs (a train, a
+    validation and an OOD language of the 216-language split) x 3 snapshots, LSTM hidden 8 x 2
+    layers; half the rollouts end with EOS, the others hold none and carry the published
+    EOS-over-BOS overwrite (their logits follow the BOS the network was fed)."""
     family = plugins.task_families().get("formal_languages")(sequence_tokens=FL_TOKENS)
     splits = family.splits()
     languages = [splits["train"][0], splits["validation"][0], splits["ood"][0]]
@@ -46,8 +56,14 @@ def make_formal_languages(src: Path, seed: int = 0) -> dict:
     R, T = RUNS * len(STEPS), FL_TOKENS - 1
     weights = torch.cat([arch.layout.flatten(arch.init(1, generator=g)) * 3 for _ in range(R)]).numpy()
     sequences = torch.randint(0, 4, (R, N, FL_TOKENS), generator=g)
+    ends = torch.randint(2, FL_TOKENS, (R, N), generator=g)
+    with_eos = torch.arange(N) % 2 == 0  # (N,) rollouts 0, 2, 4 stop
+    stop = with_eos[:, None] & (torch.arange(FL_TOKENS) >= ends[..., None])  # (R, N, FL_TOKENS)
+    sequences[stop] = 5  # EOS from a random position on
     sequences[..., 0] = 4  # BOS
     logits = torch.log_softmax(_outputs(arch, weights, torch.nn.functional.one_hot(sequences[..., :T], 6).float()), -1)
+    fed = sequences
+    sequences = published_accept_overwrite(sequences)
     src.mkdir(parents=True)
     files = {
         "parameters.npy": weights.astype(np.float32),
@@ -58,7 +74,7 @@ def make_formal_languages(src: Path, seed: int = 0) -> dict:
     }
     for name, array in files.items():
         np.save(src / name, array)
-    return {**files, "languages": languages, "family": family}
+    return {**files, "languages": languages, "family": family, "fed": fed.numpy().astype(np.int16)}
 
 
 def make_tiled_mnist(src: Path) -> dict:
@@ -91,15 +107,22 @@ def test_formal_languages_import_round_trips(tmp_path):
     S, T = len(STEPS), FL_TOKENS - 1
     assert (zoo.num_models, zoo.rows_per_model, zoo.snapshot_steps) == (RUNS, S, STEPS)
     np.testing.assert_array_equal(zoo.weights, src["parameters.npy"])
-    np.testing.assert_array_equal(zoo.rollout_inputs, src["sequences.npy"][..., :T])
+    # the stored rollouts with the published EOS-over-BOS overwrite undone: what the networks read
+    assert (src["sequences.npy"][:, 1::2, 0] == 5).all() and (src["sequences.npy"][:, ::2, 0] == 4).all()
+    np.testing.assert_array_equal(zoo.rollout_inputs, src["fed"][..., :T])
+    assert (zoo.rollout_inputs[..., 0] == 4).all()
+    assert zoo.manifest["build"]["restored_bos_rollouts"] == RUNS * len(STEPS) * (N // 2)
     np.testing.assert_array_equal(zoo.rollout_outputs, src["logits.npy"])
     md = zoo.metadata
     np.testing.assert_array_equal(md["model"], np.repeat(np.arange(RUNS), S))
     np.testing.assert_array_equal(md["step"], np.tile(STEPS, RUNS))
-    np.testing.assert_array_equal(md["split"], np.repeat([SPLITS.index(s) for s in SPLITS], S))
+    # published split over the zoo's 3 languages: int(3 * 0.7) = 2 train, int(3 * 0.15) = 0
+    # validation, 1 OOD: the highest letter-count entropy (the OOD language of the 216 split)
+    np.testing.assert_array_equal(md["split"], np.repeat([0, 0, 2], S))
     np.testing.assert_array_equal(np.stack([md["mb"], md["mc"], md["md"]], 1),
                                   np.repeat(np.array(src["languages"]), S, axis=0))
     np.testing.assert_allclose(md["performance"], src["num_step_correct.npy"][:, 2] / 1000)
+    assert np.isnan(md["performance_strict"]).all()  # the published files do not hold it
     arch = zoo.architecture()
     assert (arch.sizes.hidden_size, arch.sizes.num_layers) == (8, 2)
     family = zoo.task_family()
@@ -174,7 +197,10 @@ def test_import_resumes_and_cli(tmp_path):
     result = runner.invoke(cli, args)
     assert result.exit_code == 1 and "already holds a complete zoo" in result.output
     info = json.loads(runner.invoke(cli, ["zoo", "info", str(tmp_path / "zoo"), "--json"]).output)
-    assert info["splits"] == {"train": 1, "validation": 1, "ood": 1}
+    assert info["splits"] == {"train": 2, "validation": 0, "ood": 1}
+    assert info["source"]["restored_bos_rollouts"] == 9 * (N // 2)
+    text = runner.invoke(cli, ["zoo", "info", str(tmp_path / "zoo")]).output
+    assert f"restored BOS  {9 * (N // 2)} rollouts" in text
     assert info["sizes"]["params_per_network"] == 1142
 
 
@@ -191,5 +217,35 @@ def test_tiled_mnist_import(tmp_path):
     np.testing.assert_array_equal(md["weight_decay"], acc[:, 3])
     np.testing.assert_allclose(md["performance"], acc[:, 0])
     np.testing.assert_allclose(md["gap"], acc[:, 2] - acc[:, 1])
-    np.testing.assert_array_equal(md["split"], np.repeat([0, 1, 2], S))
+    # published split over the 3 angles: 2 train, 0 validation, 1 OOD (the largest angle)
+    np.testing.assert_array_equal(md["split"], np.repeat([0, 0, 2], S))
     assert zoo.architecture().sizes == Sizes(16, 4, 10, 1)
+    assert zoo.manifest["build"]["restored_bos_rollouts"] == 0
+
+
+def test_task_family_is_read_from_the_files(tmp_path):
+    make_formal_languages(tmp_path / "fl")
+    make_tiled_mnist(tmp_path / "mnist")
+    runner = CliRunner()
+    for name, task in (("fl", "formal_languages"), ("mnist", "tiled_mnist")):
+        result = runner.invoke(cli, ["zoo", "import-paper", str(tmp_path / name), str(tmp_path / f"{name}_zoo")])
+        assert result.exit_code == 0, result.output
+        assert Zoo.open(tmp_path / f"{name}_zoo").manifest["task"]["name"] == task
+    (tmp_path / "neither").mkdir()
+    np.save(tmp_path / "neither" / "parameters.npy", np.zeros((1, 2), np.float32))
+    result = runner.invoke(cli, ["zoo", "import-paper", str(tmp_path / "neither"), str(tmp_path / "z")])
+    assert result.exit_code == 1 and "num_step_correct.npy" in result.output and "--task" in result.output
+
+
+def test_a_first_token_other_than_bos_or_the_published_overwrite_is_refused(tmp_path):
+    src = make_formal_languages(tmp_path / "published")
+    sequences = src["sequences.npy"].copy()
+    sequences[4, 0, 0] = 5  # EOS over BOS in a rollout that holds another EOS: not the published overwrite
+    np.save(tmp_path / "published" / "sequences.npy", sequences)
+    with pytest.raises(WspaceError, match=r"rows \[4\] start with a token .* damaged"):
+        import_paper(tmp_path / "published", tmp_path / "zoo")
+    sequences[4, 0, 0] = 2  # a letter
+    np.save(tmp_path / "published" / "sequences.npy", sequences)
+    with pytest.raises(WspaceError, match=r"rows \[4\]"):
+        import_paper(tmp_path / "published", tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()

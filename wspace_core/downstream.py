@@ -1,8 +1,12 @@
 """Downstream property prediction: what a representation lets you predict about a network.
 
 The paper's protocol: predictors train on the training networks plus a fixed, seeded half of the
-OOD networks, and are evaluated on the validation networks and on the *other* OOD half. OOD
-networks are halved by model, so no network (no snapshot of it) both trains and evaluates.
+OOD set, and are evaluated on the validation networks and on the *other* OOD half.
+``ood_half="task"`` (default, the published code): the OOD *tasks* are halved (the task family's
+``ood_training_half``: published ranking and seed, the same halves for every run seed), so no OOD
+test task is seen by the predictor. ``ood_half="network"`` (wspace's earlier option): the OOD
+networks are halved by model with the run seed, so a test task may also have training networks.
+Either way no network (no snapshot of it) both trains and evaluates.
 
 Two settings per encoder and property:
 - ``frozen``: the pretrained encoder is fixed; an MLP head is trained on z;
@@ -22,9 +26,15 @@ from wspace_core.encoder import Encoder
 from wspace_core.heads import encode_targets, head_for
 from wspace_core.pretrain import ZooSplit, build_encoder, embed, encoder_context
 from wspace_core.registry import WspaceError
-from wspace_core.task import PropertySpec
+from wspace_core.task import SPLITS, PropertySpec
 
 EVAL_SPLITS = ("validation", "ood")
+OOD_HALVES = ("task", "network")
+
+
+def _ood_half(instance, attribute, value):
+    if value not in OOD_HALVES:
+        raise WspaceError(f"ood_half must be one of {', '.join(OOD_HALVES)}, got {value!r}")
 
 
 @attrs.frozen
@@ -36,6 +46,9 @@ class DownstreamConfig:
     supervised_lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.01
+    #: how the OOD set is halved between the predictor's training and test data: "task"
+    #: (published) or "network" (see the module docstring)
+    ood_half: str = attrs.field(default="task", validator=_ood_half)
 
 
 DOWNSTREAM_PRESETS = {
@@ -45,19 +58,35 @@ DOWNSTREAM_PRESETS = {
 }
 
 
-def protocol_rows(zoo, seed: int = 0) -> dict[str, np.ndarray]:
-    """Row indices: "train" (training networks + OOD half A), "validation", "ood" (OOD half B)."""
+def ood_training_models(zoo, seed: int = 0, ood_half: str = "task") -> np.ndarray:
+    """The OOD models (sorted model indices) whose rows join the predictor's training data."""
     meta = zoo.metadata
-    ood_rows = np.asarray(zoo.rows(split="ood"))
-    ood_models = np.unique(meta["model"][ood_rows].astype(np.int64))
+    if ood_half not in OOD_HALVES:
+        raise WspaceError(f"ood_half must be one of {', '.join(OOD_HALVES)}, got {ood_half!r}")
+    first = np.asarray(zoo.rows(snapshot=0))  # one row per model, in model order
+    is_ood = meta["split"][first] == SPLITS.index("ood")
+    ood_models = meta["model"][first][is_ood].astype(np.int64)
     if len(ood_models) < 2:
         raise WspaceError(
             f"zoo {zoo.path} has {len(ood_models)} OOD network(s); the OOD-half protocol needs at "
             f"least 2. Build a zoo with more models (--zoo-models)."
         )
-    shuffled = np.random.default_rng(seed).permutation(ood_models)
-    half_a = set(shuffled[: len(shuffled) // 2].tolist())
-    in_a = np.array([int(m) in half_a for m in meta["model"][ood_rows]])
+    if ood_half == "network":
+        shuffled = np.random.default_rng(seed).permutation(ood_models)
+        return np.sort(shuffled[: len(shuffled) // 2])
+    family = zoo.task_family()
+    tasks = torch.from_numpy(np.stack([meta[c][first] for c in family.task_columns], axis=1))  # (M, K)
+    to_training = np.asarray(family.ood_training_half(tasks, is_ood), dtype=bool)
+    return meta["model"][first][to_training].astype(np.int64)
+
+
+def protocol_rows(zoo, seed: int = 0, ood_half: str = "task") -> dict[str, np.ndarray]:
+    """Row indices: "train" (training networks + OOD half A), "validation", "ood" (OOD half B);
+    ``ood_half``: halve the OOD set by "task" (published) or by "network"."""
+    meta = zoo.metadata
+    ood_rows = np.asarray(zoo.rows(split="ood"))
+    half_a = ood_training_models(zoo, seed, ood_half)
+    in_a = np.isin(meta["model"][ood_rows].astype(np.int64), half_a)
     return {
         "train": np.concatenate([np.asarray(zoo.rows(split="train")), ood_rows[in_a]]),
         "validation": np.asarray(zoo.rows(split="validation")),
@@ -99,7 +128,7 @@ def _metrics(head, pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]
 def predict_frozen(encoder: Encoder, zoo, specs: Sequence[PropertySpec], config: DownstreamConfig,
                    seed: int = 0, device: str = "cpu") -> dict[str, dict[str, dict[str, float]]]:
     """{property: {split: metrics}} of heads trained on the frozen encoder's z."""
-    rows = protocol_rows(zoo, seed)
+    rows = protocol_rows(zoo, seed, config.ood_half)
     z = {name: frozen_embeddings(encoder, zoo, r, device) for name, r in rows.items()}
     results = {}
     for spec in specs:
@@ -127,7 +156,7 @@ def predict_supervised(encoder_name: str, zoo, spec: PropertySpec, config: Downs
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     device_t = torch.device(device)
-    rows = protocol_rows(zoo, seed)
+    rows = protocol_rows(zoo, seed, config.ood_half)
     data = {name: _Rows(zoo, r, device_t) for name, r in rows.items()}
     encoder = build_encoder(encoder_name, encoder_context(zoo, z_dim, preset, encoder_options)).to(device_t)
     head = head_for(spec, z_dim, config.head_hidden).to(device_t)

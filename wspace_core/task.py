@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Sequence
 
 import attrs
+import numpy as np
 import torch
 
 from wspace_core.architecture import Architecture, Params
@@ -93,7 +94,35 @@ class TaskFamily(ABC):
 
     @abstractmethod
     def split_of(self, tasks: torch.Tensor) -> list[str]:
-        """The split ("train", "validation" or "ood") of each task row; tasks never cross splits."""
+        """The split ("train", "validation" or "ood") of each task row; tasks never cross splits.
+        Under a zoo-scope split rule (``split_scope() == "zoo"``) this is the split a task gets in
+        a zoo holding every task (families may refuse where that is undefined)."""
+
+    def split_scope(self) -> Literal["task", "zoo"]:
+        """How the family's split rule is applied when a zoo is built.
+
+        "task" (default): ``split_of`` decides each task alone; the builder sizes the splits by
+        network (``ZooConfig.split_fractions``) and draws each split's tasks inside it
+        (``sample_tasks(split=...)``). "zoo": a task's split depends on the zoo's whole set of
+        tasks (the published protocol ranks the zoo's unique tasks); the builder draws every
+        network's task from all tasks and then asks ``split_zoo``."""
+        return "task"
+
+    def split_zoo(self, tasks: torch.Tensor, fractions: Sequence[float]) -> list[str]:
+        """The split of every network of a zoo, given all of its tasks: ``tasks`` (M, K), one row
+        per network; ``fractions`` (train, validation, ood). Networks with equal tasks share a
+        split. Default: ``split_of`` on each row (a rule per task)."""
+        return self.split_of(tasks)
+
+    def ood_training_half(self, tasks: torch.Tensor, is_ood: Sequence[bool]) -> np.ndarray:
+        """(M,) bool: which OOD networks go into a downstream predictor's training data, halving
+        the OOD set by *task* as published (no OOD test task is seen in training). ``tasks`` (M, K):
+        every network of the zoo, ``is_ood`` (M,) marks the OOD ones. Default: the OOD tasks in
+        lexicographic order, permuted with the published seed (``wspace_core.splits``); families
+        with a published ranking override it."""
+        from wspace_core import splits
+
+        return splits.ood_training_half(tasks.numpy(), splits.lexicographic, is_ood)
 
     def weight_decay(self, tasks: torch.Tensor, schedule: TrainingSchedule) -> torch.Tensor:
         """(M,) AdamW weight decay of each model; default: the schedule's, for all."""

@@ -2,9 +2,9 @@
 
 from wspace_core.hookspecs import hookimpl
 from wspace_formal_languages.family import FormalLanguages, FormalLanguagesSettings
-from wspace_formal_languages.language import accepts, in_language
+from wspace_formal_languages.language import accepts, accepts_counts, in_language
 
-__all__ = ["FormalLanguages", "FormalLanguagesSettings", "accepts", "in_language"]
+__all__ = ["FormalLanguages", "FormalLanguagesSettings", "accepts", "accepts_counts", "in_language"]
 
 
 @hookimpl

@@ -6,8 +6,14 @@ longest string, n=9 of L(2, 2, 2), has 42 letters: cut strings carry no EOS, as 
 zoo code). The network takes T = ``sequence_tokens`` − 1 = 41 steps: inputs are tokens 0..40,
 targets tokens 1..41 (teacher forcing, cross-entropy). ``sequence_length`` is T.
 
-Performance: the fraction of ``num_eval_strings`` strings, sampled from BOS for T steps, that are
-in the network's language (judged up to the first EOS; no EOS: wrong).
+Performance, two metadata columns for every snapshot, both over the same ``num_eval_strings``
+strings sampled from BOS for T steps:
+- ``performance``: the published code's rule (``accepts_counts``): the letter counts before the
+  first EOS fit the language, order not checked; no EOS: wrong. The column published zoos store
+  (``num_step_correct.npy``) and the one wspace's plots and tables use.
+- ``performance_strict``: membership in the language as the paper defines it (``accepts``).
+
+Splits: ``split_rule="published"`` (default) or ``"wspace"``; see ``wspace_formal_languages.splits``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import attrs
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,10 +29,15 @@ from wspace_core.architecture import Architecture, Params
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec, TaskFamily
 from wspace_formal_languages.language import (
-    BOS, EOS, NUM_SYMBOLS, OFFSET_VALUES, Language, accepts, all_languages, generate_strings, language_index, min_n,
+    BOS, EOS, NUM_SYMBOLS, OFFSET_VALUES, Language, accepts, accepts_counts, all_languages, generate_strings,
+    language_index, min_n,
 )
 from wspace_formal_languages.sampling import sample_strings
-from wspace_formal_languages.splits import split_languages
+from wspace_formal_languages.splits import (
+    published_ood_training_half, published_split_languages, published_splits, split_languages,
+)
+
+SPLIT_RULES = ("published", "wspace")
 
 #: the largest min_n of any language (an offset of −3); max_n must exceed it
 _LARGEST_MIN_N = -min(OFFSET_VALUES)
@@ -45,6 +57,14 @@ def _int_to_float(value):
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def _one_of(choices):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise WspaceError(f"formal_languages setting {attribute.name} must be one of {', '.join(choices)}; "
+                              f"got {value!r}")
+    return check
+
+
 def _fraction(instance, attribute, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise WspaceError(f"formal_languages setting {attribute.name} must be a number in [0, 1); got {value!r}")
@@ -62,11 +82,14 @@ class FormalLanguagesSettings:
     #: tokens per training sequence, BOS included; the network takes one step fewer
     sequence_tokens: int = attrs.field(default=42, validator=_int_at_least(
         _MIN_SEQUENCE_TOKENS, "the shortest string of every language must fit with BOS and EOS"))
-    #: languages with |mb|+|mc|+|md| ≤ this are the OOD split (−1: no OOD split)
+    #: "published": splits by task over the zoo's languages, ranked by letter-count entropy (the
+    #: published code); "wspace": the settings below
+    split_rule: str = attrs.field(default="published", validator=_one_of(SPLIT_RULES))
+    #: split_rule=wspace: languages with |mb|+|mc|+|md| ≤ this are the OOD split (−1: no OOD split)
     ood_max_abs_sum: int = attrs.field(default=1, validator=_int_at_least(-1, "−1 turns the OOD split off"))
-    #: fraction of the non-OOD languages held out for validation
+    #: split_rule=wspace: fraction of the non-OOD languages held out for validation
     validation_fraction: float = attrs.field(default=0.1, converter=_int_to_float, validator=_fraction)
-    #: seed of the validation subset (fixed, so every zoo gets the same split)
+    #: split_rule=wspace: seed of the validation subset (fixed, so every zoo gets the same split)
     split_seed: int = attrs.field(default=0, validator=_int_at_least(0, "a fixed non-negative seed"))
 
 
@@ -77,7 +100,7 @@ class FormalLanguages(TaskFamily):
     input_kind = "onehot"
     output_kind = "categorical"
     task_columns = ("mb", "mc", "md")
-    metric_columns = ("performance",)
+    metric_columns = ("performance", "performance_strict")
 
     def __init__(self, **settings: Any):
         known = [f.name for f in attrs.fields(FormalLanguagesSettings)]
@@ -89,8 +112,11 @@ class FormalLanguages(TaskFamily):
         self.input_size = NUM_SYMBOLS
         self.output_size = NUM_SYMBOLS
         self.sequence_length = self.config.sequence_tokens - 1
-        self._splits = split_languages(self.config.ood_max_abs_sum, self.config.validation_fraction,
-                                       self.config.split_seed)
+        if self.config.split_rule == "published":
+            self._splits = published_split_languages()
+        else:
+            self._splits = split_languages(self.config.ood_max_abs_sum, self.config.validation_fraction,
+                                           self.config.split_seed)
         if not self._splits["train"]:
             raise WspaceError("the formal_languages train split is empty; lower ood_max_abs_sum "
                               "or validation_fraction")
@@ -108,7 +134,9 @@ class FormalLanguages(TaskFamily):
         return attrs.asdict(self.config)
 
     def splits(self) -> dict[str, list[Language]]:
-        """{"train", "validation", "ood"} -> the languages (mb, mc, md) of each split."""
+        """{"train", "validation", "ood"} -> the languages (mb, mc, md) of each split (published
+        rule: the split of a zoo that holds all 216 languages; a zoo missing some gets its own,
+        see ``split_zoo``)."""
         return {split: list(langs) for split, langs in self._splits.items()}
 
     def sample_tasks(self, num_models: int, generator: torch.Generator,
@@ -128,6 +156,22 @@ class FormalLanguages(TaskFamily):
 
     def split_of(self, tasks: torch.Tensor) -> list[str]:
         return [self._split_of[lang] for lang in self._languages_of(tasks)]
+
+    def split_scope(self) -> str:
+        return "zoo" if self.config.split_rule == "published" else "task"
+
+    def split_zoo(self, tasks: torch.Tensor, fractions=(0.7, 0.15, 0.15)) -> list[str]:
+        """Published rule: ranked over the zoo's own set of languages (a zoo that misses some of the
+        216 gets a different split than ``splits()``); wspace rule: ``split_of``."""
+        self._languages_of(tasks)
+        if self.config.split_rule == "published":
+            return published_splits(tasks.numpy(), fractions)
+        return self.split_of(tasks)
+
+    def ood_training_half(self, tasks: torch.Tensor, is_ood) -> np.ndarray:
+        """The published halving: the zoo's OOD languages in entropy-rank order, permuted (seed 2)."""
+        self._languages_of(tasks)
+        return published_ood_training_half(tasks.numpy(), is_ood)
 
     def _languages_of(self, tasks: torch.Tensor) -> list[Language]:
         if tasks.ndim != 2 or tasks.shape[1] != 3:
@@ -180,12 +224,14 @@ class FormalLanguages(TaskFamily):
 
     def evaluate(self, arch: Architecture, params: Params, tasks: torch.Tensor,
                  generators: Sequence[torch.Generator]) -> dict[str, torch.Tensor]:
-        """{"performance": (M,)} fraction of sampled strings in each model's language."""
+        """(M,) each: "performance", the fraction of sampled strings correct by the published rule,
+        and "performance_strict", the fraction in the language (the same strings)."""
         self._check(tasks, generators)
         strings, _ = sample_strings(arch, params, self.config.num_eval_strings, self.sequence_length,
                                     generators)  # (M, S, T)
-        correct = accepts(strings, tasks.to(strings.device))  # (M, S)
-        return {"performance": correct.float().mean(1)}
+        tasks = tasks.to(strings.device)
+        return {"performance": accepts_counts(strings, tasks).float().mean(1),
+                "performance_strict": accepts(strings, tasks).float().mean(1)}
 
     def rollouts(self, arch: Architecture, params: Params, tasks: torch.Tensor, num_rollouts: int,
                  generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,5 +257,6 @@ class FormalLanguages(TaskFamily):
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()
-        out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
+        if self.config.split_rule == "wspace":  # fixed per language; published: decided per zoo (metadata)
+            out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
         return out

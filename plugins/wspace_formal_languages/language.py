@@ -88,6 +88,22 @@ def accepts(strings: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
     return has_eos & letters_only & ordered & same_n
 
 
+def accepts_counts(strings: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    """The published code's acceptance rule (``RelativeOccurrenceLanguage.accept_sequence``):
+    a string is correct when it holds an EOS and its letter counts before the first EOS are
+    n, n+mb, n+mc, n+md for one n. Letter order and stray BOS tokens are not checked, so it
+    accepts every string ``accepts`` accepts, and more: "bacd$" is correct for L(0, 0, 0).
+    strings: (M, N, L) int tokens after BOS; tasks: (M, 3) -> (M, N) bool."""
+    strings = strings.long()
+    is_eos = strings == EOS
+    judged = is_eos.long().cumsum(-1) == 0  # (M, N, L): strictly before the first EOS
+    letter = torch.arange(NUM_LETTERS, device=strings.device)
+    counts = ((strings.unsqueeze(-1) == letter) & judged.unsqueeze(-1)).sum(-2)  # (M, N, 4)
+    offsets = torch.cat([torch.zeros_like(tasks[:, :1]), tasks], dim=1).long()  # (M, 4)
+    n = counts - offsets.unsqueeze(1)  # (M, N, 4)
+    return is_eos.any(-1) & (n == n[..., :1]).all(-1)
+
+
 def generate_strings(tasks: torch.Tensor, n: torch.Tensor, length: int) -> torch.Tensor:
     """The strings a^n b^(n+mb) c^(n+mc) d^(n+md), padded with EOS and cut to ``length``.
     tasks: (M, 3); n: (M, B) long -> (M, B, length) long (no BOS). A string of ``length`` letters

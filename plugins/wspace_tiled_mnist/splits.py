@@ -1,6 +1,11 @@
-"""The split rule over rotation angles (degrees in [0, 360)).
+"""The split rules over rotation angles (degrees in [0, 360)).
 
-OOD: angle >= 312. Below that, [0, 312) is cut into 78 bins 4° wide; every 8th bin
+``published`` (default): the published code's rule over a zoo's angles (``wspace_core.splits``
+with the angle itself as the criterion): the largest 15 % of the zoo's angles are OOD, a seeded
+15 % of them validation, the rest train. Angles are drawn as published: a float32 uniform times
+360 (``draw_published_angles``).
+
+``wspace`` (option): OOD: angle >= 312. Below that, [0, 312) is cut into 78 bins 4° wide; every 8th bin
 (bins 7, 15, …, 71, i.e. [28, 32), [60, 64), …, [284, 288): 36° in all) is validation, the
 other 69 bins (276°) are train. A task (one angle) therefore belongs to exactly one split.
 """
@@ -9,8 +14,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from wspace_core import splits as published
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 
@@ -57,3 +64,24 @@ def sample_angles(num_models: int, generator: torch.Generator, split: str | None
     low = which * BIN_WIDTH
     # rounding could land exactly on the bin's upper edge, which belongs to the next bin
     return torch.minimum(low + offset, torch.nextafter(low + BIN_WIDTH, low))
+
+
+def draw_published_angles(num_models: int, generator: torch.Generator) -> torch.Tensor:
+    """(M,) float64 angles as the published code draws them: ``torch.rand(1).item() * 360``, a
+    float32 uniform in [0, 1) times 360 in double precision."""
+    return torch.rand(num_models, generator=generator, dtype=torch.float32).double() * 360.0
+
+
+def angle_criterion(keys: np.ndarray) -> np.ndarray:
+    """The published default criterion: the sum of a task's entries, here its angle."""
+    return keys.reshape(keys.shape[0], -1).sum(-1)
+
+
+def published_splits(angles: np.ndarray, fractions) -> list[str]:
+    """The published split of every network of a zoo, one angle per network."""
+    return published.ranked_task_splits(np.asarray(angles, dtype=np.float64)[:, None], angle_criterion, fractions)
+
+
+def published_ood_training_half(angles: np.ndarray, is_ood) -> np.ndarray:
+    """(M,) bool: the OOD networks whose angle joins a downstream predictor's training data."""
+    return published.ood_training_half(np.asarray(angles, dtype=np.float64)[:, None], angle_criterion, is_ood)

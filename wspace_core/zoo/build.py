@@ -151,7 +151,7 @@ class Preset:
 #: Hidden 32, 2 layers, batch 32 everywhere. "quick" is sized for a 2-core laptop CPU (about
 #: 3-4 minutes per zoo, measured), "smoke" for tests (seconds), "paper" is the paper's zoo.
 PRESETS: dict[str, Preset] = {
-    # 12 models: 2 validation and 2 OOD networks, the fewest the OOD-half protocol works with
+    # 12 models: the published split of 12 tasks has 1 validation and 3 OOD tasks (the OOD halves need 2)
     "smoke": Preset(dict(num_models=12, chunk_size=4, steps=30, num_rollouts=4), {
         "formal_languages": dict(task_settings={"num_eval_strings": 32}),
         "tiled_mnist": dict(task_settings={"num_eval_images": 32}),
@@ -201,9 +201,19 @@ def preset_config(task: str, preset: str = "quick", **overrides: Any) -> ZooConf
 
 def assign_tasks(task: TaskFamily, config: ZooConfig) -> tuple[np.ndarray, torch.Tensor]:
     """Every model's split (num_models,) int (index into SPLITS) and task row, fixed by the zoo
-    seed alone: split sizes from ``split_fractions``, models shuffled into them, tasks drawn
-    within each split (``task.sample_tasks(n, generator, split=...)``)."""
+    seed alone. A family whose split rule is per task (``split_scope() == "task"``): split sizes
+    from ``split_fractions``, models shuffled into them, tasks drawn within each split
+    (``task.sample_tasks(n, generator, split=...)``). Per zoo ("zoo", the published protocol):
+    every task drawn from all tasks, then ``task.split_zoo(tasks, split_fractions)``."""
     n = config.num_models
+    if task.split_scope() == "zoo":
+        gen = torch.Generator().manual_seed(derive_seed(config.seed, "tasks", "all"))
+        tasks = torch.as_tensor(task.sample_tasks(n, gen, split=None), dtype=torch.float64)
+        if tuple(tasks.shape) != (n, len(task.task_columns)):
+            raise WspaceError(f"task family {task.name!r} sample_tasks returned shape {tuple(tasks.shape)}, "
+                              f"expected ({n}, {len(task.task_columns)})")
+        names = task.split_zoo(tasks, config.split_fractions)
+        return np.array([SPLITS.index(name) for name in names], dtype=np.int64), tasks
     counts = [int(round(f * n)) for f in config.split_fractions]
     counts[0] = n - counts[1] - counts[2]
     if counts[0] < 0:

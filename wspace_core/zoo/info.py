@@ -110,6 +110,10 @@ def zoo_info(path: str | os.PathLike) -> dict:
         "created": manifest.get("created"),
         "locks": [],
     }
+    build = manifest.get("build") or {}
+    if build.get("source") == "published":
+        out["source"] = {"published": manifest.get("imported_from"),
+                         "restored_bos_rollouts": build.get("restored_bos_rollouts")}
     for name in lock_names(path):
         holder = read_lock(path, name)
         if holder is not None:
@@ -148,6 +152,13 @@ def format_info(info: dict) -> str:
              f"  rollouts      {sizes['rollouts']} per snapshot, {sizes['rollout_steps']} steps",
              f"  on disk       {_bytes(sizes['bytes_on_disk'])}",
              "  splits        " + ", ".join(f"{s} {n}" for s, n in info["splits"].items()) + " models"]
+    source = info.get("source")
+    if source:
+        restored = source.get("restored_bos_rollouts")
+        lines.append(f"  imported from {source.get('published')} (published layout)")
+        if restored is not None:
+            lines.append(f"  restored BOS  {restored} rollouts (the published accept_sequence had written EOS "
+                         f"over their BOS)")
     for lock in info.get("locks", []):
         state = {True: "running", False: "not running (stale lock)", None: "on another host"}[lock["alive"]]
         lines.append(f"  lock          {lock['file']}: pid {lock['pid']} on {lock['host']} "

@@ -18,6 +18,22 @@ increasing step order; N rollouts per row):
       num_step.npy         (R, 2) [run, step]
       accuracy_losses.npy  (R, 4) [eval accuracy, train loss, eval loss, weight decay]
 
+The published ``accept_sequence`` writes EOS, in place, over position 0 (BOS) of every rollout
+that holds no EOS (it marks "the first EOS" of a string without one at index 0), and the files store
+the rollouts after that: such rows start with EOS and hold no other EOS. The import restores their
+BOS (the token the network was fed, which the stored logits follow) and records how many rollouts
+it restored (``build.restored_bos_rollouts``, shown by ``wspace zoo info``). A first token that is
+neither BOS nor such an overwritten BOS is refused as damage.
+
+Splits: the published protocol (``wspace_core.splits``) over the zoo's networks, with the
+published shares (validation 15 %, OOD 15 % of the unique tasks), by the family's
+``split_zoo`` (its ``split_rule`` setting; pass ``split_rule=wspace`` in the task settings for
+wspace's rule). Metric columns the published files do not hold (``performance_strict``: the
+published zoo counts correct strings by its own rule only) are NaN.
+
+The task family is read from the files when not given: ``num_step_correct.npy`` is a
+formal-languages zoo, ``num_step.npy`` with ``accuracy_losses.npy`` a tiled-MNIST zoo.
+
 Assumptions, each checked (a violation is refused with the file and rows named):
 - A new network starts where the run id changes or the step does not increase; every network
   has the same snapshot steps, and its task is the same at all of them.
@@ -54,6 +70,11 @@ from wspace_core.zoo.store import Zoo, ZooWriter
 
 PAPER_TASKS = ("formal_languages", "tiled_mnist")
 EVAL_STRINGS = 1000  # the published formal-languages zoo counts correct strings out of 1000
+#: the published training script's split shares (train, eval_ratio, ood_ratio)
+PUBLISHED_SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+#: the file that tells each published zoo apart (``detect_task``)
+_MARKER_FILES = {"formal_languages": ("num_step_correct.npy",),
+                 "tiled_mnist": ("num_step.npy", "accuracy_losses.npy")}
 _SAMPLE_ROLLOUTS = 8
 _ELEMENTS_PER_BATCH = 1 << 24  # rows x rollouts x steps x 4H of one verification batch
 
@@ -74,6 +95,10 @@ class PaperData:
     files: tuple[str, ...]
     atol: float
     rtol: float
+    #: (BOS, EOS) token ids when rollouts may carry the published EOS-over-BOS overwrite
+    bos_eos: tuple[int, int] | None = None
+    #: rollouts (row, rollout) whose BOS the import restores
+    restored_bos: int = 0
 
 
 def _load(src: Path, name: str) -> np.ndarray:
@@ -116,6 +141,8 @@ def _read_formal_languages(src: Path, family_cls) -> PaperData:
                           f"sequences (R, N, T+1) with BOS first and logits (R, N, T, O)")
     if not np.issubdtype(seq.dtype, np.integer):
         raise WspaceError(f"formal_languages sequences.npy must hold integer tokens, got {seq.dtype}")
+    bos, eos = logits.shape[-1] - 2, logits.shape[-1] - 1  # published: BOS = letters, EOS = letters + 1
+    restored = _count_overwritten_bos(seq, bos, eos)
     columns = family_cls.task_columns
     if tasks.shape[1] == len(columns) + 1:
         if np.any(tasks[:, 0] != 0):
@@ -123,12 +150,55 @@ def _read_formal_languages(src: Path, family_cls) -> PaperData:
         tasks = tasks[:, 1:]
     if tasks.shape[1] != len(columns):
         raise WspaceError(f"tasks.npy has {tasks.shape[1]} columns; expected [0, {', '.join(columns)}]")
+    metrics = {family_cls.metric_columns[0]: np.asarray(nsc[:, 2], dtype=np.float64) / EVAL_STRINGS}
+    for column in family_cls.metric_columns[1:]:  # not in the published files (performance_strict)
+        metrics[column] = np.full(len(nsc), np.nan)
     return PaperData(
         weights=a["parameters.npy"], inputs=seq[:, :, :T], stored=logits, stored_kind="log_softmax",
         run=np.asarray(nsc[:, 0]), step=np.asarray(nsc[:, 1]),
         task_values={c: np.asarray(tasks[:, i], dtype=np.float64) for i, c in enumerate(columns)},
-        metric_values={family_cls.metric_columns[0]: np.asarray(nsc[:, 2], dtype=np.float64) / EVAL_STRINGS},
-        settings={"sequence_tokens": T + 1}, files=names, atol=1e-2, rtol=2.0 ** -8)
+        metric_values=metrics, settings={"sequence_tokens": T + 1}, files=names, atol=1e-2, rtol=2.0 ** -8,
+        bos_eos=(bos, eos), restored_bos=restored)
+
+
+def _count_overwritten_bos(seq: np.ndarray, bos: int, eos: int, rows_per_block: int = 256) -> int:
+    """The rollouts whose first token is the published EOS-over-BOS overwrite (first token EOS, no
+    other EOS); refuses any other first token than BOS."""
+    restored = 0
+    for start in range(0, seq.shape[0], rows_per_block):
+        block = np.asarray(seq[start:start + rows_per_block])  # (r, N, T+1)
+        first = block[..., 0]
+        overwritten = (first == eos) & ~(block[..., 1:] == eos).any(-1)
+        bad = np.flatnonzero(((first != bos) & ~overwritten).any(-1))
+        if bad.size:
+            rows = start + bad
+            raise WspaceError(f"sequences.npy rollouts at rows {rows[:10].tolist()} start with a token that is "
+                              f"neither BOS ({bos}) nor the published EOS-over-BOS overwrite (EOS {eos} with no "
+                              f"other EOS in the rollout); the file is damaged: re-download it")
+        restored += int(overwritten.sum())
+    return restored
+
+
+def rollout_inputs(data: PaperData, rows, rollouts: int | None = None) -> np.ndarray:
+    """The stored rollout inputs of ``rows`` (first ``rollouts`` of each), with the BOS that the
+    published code overwrote restored: (r, N, T) tokens or (r, N, T, I) values."""
+    inputs = np.array(data.inputs[rows] if rollouts is None else data.inputs[rows, :rollouts])
+    if data.bos_eos is not None:
+        bos, eos = data.bos_eos
+        first = inputs[..., 0]
+        first[first == eos] = bos  # checked on reading: only the overwrite starts with EOS
+    return inputs
+
+
+def detect_task(src: str | os.PathLike) -> str:
+    """Which published zoo the folder ``src`` holds, from its files."""
+    src = Path(src)
+    found = [task for task, files in _MARKER_FILES.items() if all((src / f).exists() for f in files)]
+    if len(found) != 1:
+        listing = "; ".join(f"{t}: {', '.join(f)}" for t, f in _MARKER_FILES.items())
+        raise WspaceError(f"cannot tell which published zoo {src} holds (files that mark each: {listing}); "
+                          f"give --task {' or '.join(PAPER_TASKS)}")
+    return found[0]
 
 
 def _read_tiled_mnist(src: Path, family_cls) -> PaperData:
@@ -260,7 +330,7 @@ def check_outputs(arch, family: TaskFamily, data: PaperData, rows: np.ndarray, c
         batch = rows[start:start + per_batch]
         flat = torch.from_numpy(np.asarray(data.weights[batch], dtype=np.float32))  # (M, P)
         params = arch.layout.unflatten(flat)
-        xs = family.network_inputs(torch.from_numpy(np.asarray(data.inputs[batch, :N])))  # (M, N, T, I)
+        xs = family.network_inputs(torch.from_numpy(rollout_inputs(data, batch, N)))  # (M, N, T, I)
         computed, _ = arch.forward(params, xs.float())  # (M, N, T, O)
         if data.stored_kind == "log_softmax":
             computed = torch.log_softmax(computed, dim=-1)
@@ -279,14 +349,19 @@ def check_outputs(arch, family: TaskFamily, data: PaperData, rows: np.ndarray, c
                           f"{worst:.3g}); the files are damaged or not from one zoo: re-download them")
 
 
-def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str, *, arch: str = "lstm",
+def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str | None = None, *, arch: str = "lstm",
                  hidden_size: int | None = None, num_layers: int | None = None, chunk_size: int = 64,
                  check: str = "all", resume: bool = False,
                  task_settings: dict[str, Any] | None = None) -> Zoo:
-    """Import the published zoo in folder ``src`` (task ``task``) into a wspace zoo at ``out``."""
+    """Import the published zoo in folder ``src`` (task ``task``; None: read from the files) into a
+    wspace zoo at ``out``."""
     from wspace_core import plugins
 
     src, out = Path(src), Path(out)
+    if task is None:
+        if not src.is_dir():
+            raise WspaceError(f"{src} is not a folder; point at the extracted published zoo")
+        task = detect_task(src)
     if task not in READERS:
         raise WspaceError(f"the paper published zoos for {', '.join(PAPER_TASKS)}; got task {task!r}")
     if check not in ("all", "sample", "none"):
@@ -323,7 +398,7 @@ def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str, *, a
 
     first_rows = np.arange(num_models) * S
     tasks = np.stack([data.task_values[c] for c in family.task_columns], axis=1)  # (R, K)
-    split_names = family.split_of(torch.from_numpy(tasks[first_rows]))
+    split_names = family.split_zoo(torch.from_numpy(tasks[first_rows]), PUBLISHED_SPLIT_FRACTIONS)
     split_index = np.repeat(np.array([SPLITS.index(s) for s in split_names], dtype=np.float64), S)
 
     columns = ["model", "snapshot", "step", "split", *family.task_columns, *family.metric_columns]
@@ -338,6 +413,7 @@ def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str, *, a
     build = {"source": "published", "task_settings": family.settings(), "arch": arch,
              "hidden_size": sizes.hidden_size, "num_layers": sizes.num_layers, "num_models": num_models,
              "chunk_size": chunk_size, "num_rollouts": int(data.inputs.shape[1]),
+             "split_fractions": list(PUBLISHED_SPLIT_FRACTIONS), "restored_bos_rollouts": data.restored_bos,
              "source_sha256": {name: sha256_file(src / name) for name in data.files}}
     base = {"architecture": architecture.describe(), "task": family.describe(), "build": build,
             "snapshot_steps": steps, "num_models": num_models, "rows_per_model": S,
@@ -358,6 +434,6 @@ def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str, *, a
             if data.stored_kind == "logits":
                 outputs = torch.log_softmax(torch.from_numpy(outputs.astype(np.float32)), dim=-1).numpy()
             writer.commit_chunk(chunk_id, {"weights": np.asarray(data.weights[rows], dtype=np.float32),
-                                           "rollout_inputs": np.asarray(data.inputs[rows]),
+                                           "rollout_inputs": rollout_inputs(data, rows),
                                            "rollout_outputs": outputs, "metadata": metadata[rows]})
         return writer.finalize()

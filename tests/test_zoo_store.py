@@ -22,7 +22,7 @@ from wspace_core.zoo import Zoo, ZooLockedError, ZooWriter, merge_zoos, zoo_info
 from wspace_core.zoo import store as store_module
 from wspace_core.zoo.chunks import CHUNKS_DIR, chunk_dirs
 from wspace_core.zoo.lock import LOCK_NAME
-from wspace_core.zoo.manifest import MANIFEST_NAME
+from wspace_core.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, manifest_checksum
 
 STEPS = [0, 10, 20]
 S = len(STEPS)
@@ -74,9 +74,22 @@ def write_lock(path: Path, pid: int, host: str | None = None) -> None:
                                               "since": "2024-01-01T00:00:00+00:00"}))
 
 
-def edit_manifest(path: Path, edit) -> None:
+def die_holding_the_lock(writer: ZooWriter) -> None:
+    """What a killed writer leaves: its lock file stays, its OS file lock goes with the process."""
+    lock = writer._lock
+    if lock._fd is not None:
+        os.close(lock._fd)
+        lock._fd = None
+    lock.held = False
+
+
+def edit_manifest(path: Path, edit, reseal: bool = True) -> None:
+    """Edit the manifest; ``reseal``: recompute its own checksum, as a careful forger would (so the
+    later checks are what is tested)."""
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     edit(manifest)
+    if reseal:
+        manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -158,7 +171,7 @@ def test_resume_after_a_crash_keeps_committed_chunks(tmp_path):
     half.mkdir()
     (half / "weights.npy").write_bytes(b"\x93NUMPY half")
     (path / ".weights.npy.tmp-cafe").write_bytes(b"partial final array")
-    writer._lock.held = False  # the dead process never releases its lock...
+    die_holding_the_lock(writer)  # the dead process never releases its lock...
     write_lock(path, dead_pid())  # ...which names a pid that is gone
 
     with pytest.warns(UserWarning, match="stale lock"):
@@ -411,7 +424,7 @@ def test_ranks_sharing_one_directory(tmp_path):
             writer.commit_chunk(c, make_chunk(c))
     assert rank0.pending_chunks() == [] and rank1.committed_chunks() == {0, 1, 2}
     rank0.close()
-    rank1._lock.held = False  # rank 1 dies without releasing: its lock is stale...
+    die_holding_the_lock(rank1)  # rank 1 dies without releasing: its lock is stale...
     (path / "build.rank1of2.lock").write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
     with pytest.warns(UserWarning, match="stale lock"):
         merged = merge_zoos([path], path)  # ...and is taken away

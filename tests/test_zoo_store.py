@@ -312,6 +312,46 @@ def test_stale_lock_taken_over_and_foreign_host_lock_refused(tmp_path):
         ZooWriter.create(path, make_base(), resume=True)
 
 
+def test_lock_message_names_the_zoo_not_an_option(tmp_path):
+    """The refusal fits every command that opens a zoo for writing (`wspace run` has no --out)."""
+    path = tmp_path / "zoo"
+    with ZooWriter.create(path, make_base()):
+        with pytest.raises(ZooLockedError) as refused:
+            ZooWriter.create(path, make_base(), resume=True)
+    message = str(refused.value)
+    assert "--out" not in message and f"another build holds the lock {path / LOCK_NAME}" in message
+    assert f"stop it (kill {os.getpid()})" in message
+
+
+def test_empty_lock_of_a_dead_builder_is_taken_at_once(tmp_path):
+    """The OS file lock tells a dead writer from one still writing its lock: no grace period."""
+    path = tmp_path / "zoo"
+    writer = ZooWriter.create(path, make_base())
+    writer.commit_chunk(0, make_chunk(0))
+    die_holding_the_lock(writer)
+    (path / LOCK_NAME).write_text("")
+    with ZooWriter.create(path, make_base(), resume=True) as again:
+        assert again.committed_chunks() == {0}
+
+
+def test_without_os_file_locks_the_pid_rule_holds(tmp_path, monkeypatch):
+    from wspace_core.zoo import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    path = tmp_path / "zoo"
+    with ZooWriter.create(path, make_base()):
+        assert "lock" not in json.loads((path / LOCK_NAME).read_text())
+        with pytest.raises(ZooLockedError, match=rf"is being built by pid {os.getpid()} .*; wait for it"):
+            ZooWriter.create(path, make_base(), resume=True)
+    assert not (path / LOCK_NAME).exists()
+    write_lock(path, dead_pid())
+    with pytest.warns(UserWarning, match="taking over the stale lock of pid"):
+        ZooWriter.create(path, make_base(), resume=True).close()
+    (path / LOCK_NAME).write_text("")  # a writer may be between creating and writing it
+    with pytest.raises(ZooLockedError, match="still empty"):
+        ZooWriter.create(path, make_base(), resume=True)
+
+
 # ---- damaged and hostile files -----------------------------------------------------------------
 
 def test_truncated_file_refused_naming_it(zoo_dir):

@@ -73,12 +73,13 @@ def claim(path: Path) -> None:
         raise WspaceError(f"{marker} is not a regular file (a link or a directory); remove it, then "
                           f"run the command again")
     tmp = path / f".{MARKER_NAME}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(_MARKER_TEXT)
-        json.dump({"created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, f)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+    text = _MARKER_TEXT + json.dumps({"created": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, marker)
     fsync_dir(path)
 

@@ -147,7 +147,7 @@ def read_manifest(zoo_dir: Path) -> dict:
     if checksum is not None and checksum != manifest_checksum(manifest):
         raise WspaceError(f"{path}: the manifest's checksum ({CHECKSUM_KEY}) does not match its contents: a "
                           f"field that gives the data its meaning (metadata_columns, snapshot_steps, num_models, "
-                          f"rows_per_model, chunk_size, status, arrays, ...) was edited or damaged. Re-copy the "
+                          f"rows_per_model, chunk_size, status, arrays, ...) was edited or damaged: re-copy the "
                           f"zoo from its source, or rebuild it")
     return manifest
 

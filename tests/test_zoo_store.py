@@ -77,7 +77,7 @@ def write_lock(path: Path, pid: int, host: str | None = None) -> None:
 def die_holding_the_lock(writer: ZooWriter) -> None:
     """What a killed writer leaves: its lock file stays, its OS file lock goes with the process."""
     lock = writer._lock
-    if lock._fd is not None:
+    if getattr(lock, "_fd", None) is not None:
         os.close(lock._fd)
         lock._fd = None
     lock.held = False

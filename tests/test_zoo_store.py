@@ -352,6 +352,25 @@ def test_without_os_file_locks_the_pid_rule_holds(tmp_path, monkeypatch):
         ZooWriter.create(path, make_base(), resume=True)
 
 
+def test_filesystem_without_file_locks_uses_the_pid_rule(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_file_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_file_locks)
+    path = tmp_path / "zoo"
+    with ZooWriter.create(path, make_base()):
+        assert "lock" not in json.loads((path / LOCK_NAME).read_text())  # judged by its pid
+        with pytest.raises(ZooLockedError, match=rf"is being built by pid {os.getpid()} .*; wait for it"):
+            ZooWriter.create(path, make_base(), resume=True)
+    write_lock(path, dead_pid())
+    with pytest.warns(UserWarning, match="taking over the stale lock of pid"):
+        ZooWriter.create(path, make_base(), resume=True).close()
+    assert not (path / LOCK_NAME).exists()
+
+
 # ---- damaged and hostile files -----------------------------------------------------------------
 
 def test_truncated_file_refused_naming_it(zoo_dir):

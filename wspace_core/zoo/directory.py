@@ -69,18 +69,19 @@ def claim(path: Path) -> None:
     if is_marked(path):
         return
     marker = path / MARKER_NAME
-    if marker.is_symlink() or marker.exists():
+    if marker.is_symlink() or (marker.exists() and not marker.is_file()):
         raise WspaceError(f"{marker} is not a regular file (a link or a directory); remove it, then "
                           f"run the command again")
-    tmp = path / f".{MARKER_NAME}.tmp-{os.getpid()}"
     text = _MARKER_TEXT + json.dumps({"created": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:  # its existence is what counts: no temp file, and of two claimers one creates it
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except FileExistsError:
+        return
     try:
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, marker)
     fsync_dir(path)
 
 

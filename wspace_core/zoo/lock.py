@@ -17,6 +17,7 @@ lock of this host whose pid is gone (or now belongs to a younger process) is sta
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -56,6 +57,9 @@ _UNREADABLE_GRACE_S = 30.0
 #: ``wspace zoo info`` probing the lock holds it for a moment)
 _FLOCK_TRIES, _FLOCK_PAUSE_S = 10, 0.02
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: what ``flock`` raises on a filesystem without file locks
+_NO_FILE_LOCKS = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS")
+                  if hasattr(errno, name)}
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +137,9 @@ def describe_holder(zoo_dir: Path, holder: dict, name: str) -> str:
             f"since {holder.get('since')}")
 
 
-def _try_flock(fd: int, exclusive: bool = True) -> bool:
-    """Take the OS file lock of ``fd`` without blocking (a few tries); False when another holds it."""
+def _try_flock(fd: int, exclusive: bool = True) -> bool | None:
+    """Take the OS file lock of ``fd`` without blocking (a few tries); False when another holds it,
+    None when the filesystem has no file locks (then the pid rule applies)."""
     for attempt in range(_FLOCK_TRIES):
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
@@ -142,6 +147,10 @@ def _try_flock(fd: int, exclusive: bool = True) -> bool:
         except BlockingIOError:
             if attempt + 1 < _FLOCK_TRIES:
                 time.sleep(_FLOCK_PAUSE_S)
+        except OSError as err:
+            if err.errno in _NO_FILE_LOCKS:
+                return None
+            raise
     return False
 
 
@@ -200,6 +209,8 @@ def lock_alive(zoo_dir: Path, name: str, holder: dict | None) -> bool | None:
         free = _try_flock(fd, exclusive=False)
     finally:
         os.close(fd)  # drops the shared lock, if taken
+    if free is None:
+        return holder_alive(holder) if holder else None
     return judge(holder, free)
 
 
@@ -227,11 +238,11 @@ class ZooLock:
         self.held = False
         self._fd: int | None = None
 
-    def _info(self) -> dict:
+    def _info(self, flock: bool) -> dict:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "start_ticks": _process_start_ticks(os.getpid()), "token": self.token}
-        if fcntl is not None:
+        if flock:  # readers may judge this lock by its file lock
             info["lock"] = LOCK_KIND
         return info
 
@@ -264,7 +275,17 @@ class ZooLock:
         for _ in range(10):
             fd, created = self._open(create=True)
             try:
-                if not _try_flock(fd):
+                locked = _try_flock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked is None:  # no file locks on this filesystem: the pid rule
+                os.close(fd)
+                if created:
+                    os.unlink(self.path)
+                return self._acquire_exclusive()
+            try:
+                if not locked:
                     self._refuse(_read_fd(fd) or {}, alive=True)
                 if not _same_file(fd, self.path):
                     os.close(fd)  # its holder released it meanwhile: start again
@@ -273,7 +294,7 @@ class ZooLock:
                     self._judge_existing(fd, _read_fd(fd))
                 os.ftruncate(fd, 0)
                 os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, json.dumps(self._info()).encode("utf-8"))
+                os.write(fd, json.dumps(self._info(flock=True)).encode("utf-8"))
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)
@@ -325,7 +346,16 @@ class ZooLock:
                 return
             fd = opened[0]
             try:
-                if not _try_flock(fd):
+                locked = _try_flock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked is None:  # no file locks on this filesystem: the pid rule
+                os.close(fd)
+                self._handle_existing()
+                return
+            try:
+                if not locked:
                     self._refuse(_read_fd(fd) or {}, alive=True)
                 if not _same_file(fd, self.path):
                     continue
@@ -345,7 +375,7 @@ class ZooLock:
                 self._handle_existing()
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self._info(), f)
+                json.dump(self._info(flock=False), f)
                 f.flush()
                 os.fsync(f.fileno())
             self.held = True

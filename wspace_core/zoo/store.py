@@ -45,7 +45,7 @@ from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 from wspace_core.zoo.chunks import CHUNK_JSON, CHUNKS_DIR, TMP_PREFIX, chunk_dir_name, chunk_dirs, read_chunk
 from wspace_core.zoo.content import check_arrays, check_metadata
-from wspace_core.zoo.directory import MARKER_NAME, check_claimable, claim, inside, is_marked
+from wspace_core.zoo.directory import check_claimable, claim, inside, is_marked
 from wspace_core.zoo.files import (check_npy, filesystem_errors, fsync_dir, save_npy, sha256_file,
                                    safe_file_name)
 from wspace_core.zoo.info import zoo_info  # noqa: F401  (part of the store's public API)
@@ -90,10 +90,9 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-#: top-level temp files a dead writer may leave (written by ``write_json_atomic``, ``finalize``,
-#: ``claim`` and the lock's takeover); nothing else is ever removed
-_TMP_FILE_RE = re.compile(r"\.(?:manifest\.json|(?:%s)\.npy|%s)\.tmp-[0-9a-f-]+"
-                          % ("|".join(ARRAY_NAMES), re.escape(MARKER_NAME)))
+#: top-level temp files a dead writer may leave (written by ``write_json_atomic`` and ``finalize``);
+#: nothing else is ever removed
+_TMP_FILE_RE = re.compile(r"\.(?:manifest\.json|(?:%s)\.npy)\.tmp-[0-9a-f-]+" % "|".join(ARRAY_NAMES))
 
 
 class ZooWriter:

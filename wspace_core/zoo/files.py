@@ -53,6 +53,8 @@ _OS_FIXES = {
 def os_error_message(err: OSError, where: Path | str | None = None) -> str:
     """A one-paragraph message for ``err`` naming the path and the fix."""
     path = err.filename if err.filename is not None else where
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) and where is not None:
+        path = where  # the disk, not the temp file that could not be written (it is gone)
     what, fix = _OS_FIXES.get(err.errno, ("{path}: " + (err.strerror or str(err)),
                                           "check the disk and the path, then run the command again"))
     return f"{what.format(path=path)} ({err.strerror or err}); {fix}"
@@ -129,7 +131,12 @@ def save_npy(path: Path, array: np.ndarray) -> dict:
     if array.dtype.hasobject:
         raise WspaceError(f"refusing to store an object array in {path.name}; zoo arrays are numeric")
     with open(path, "wb") as f:
-        np.lib.format.write_array(f, array, allow_pickle=False)
+        try:
+            np.lib.format.write_array(f, array, allow_pickle=False)
+        except OSError as err:
+            if err.errno is None:  # numpy's "N requested and M written": a short write, the disk is full
+                raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {err}", str(path)) from None
+            raise
         f.flush()
         os.fsync(f.fileno())
     return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape),

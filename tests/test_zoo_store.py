@@ -334,6 +334,22 @@ def test_empty_lock_of_a_dead_builder_is_taken_at_once(tmp_path):
         assert again.committed_chunks() == {0}
 
 
+def test_lock_held_but_not_yet_written_is_refused(tmp_path):
+    """A writer between taking the file lock and writing who it is: refused, never taken over."""
+    import fcntl
+
+    path = tmp_path / "zoo"
+    ZooWriter.create(path, make_base()).close()
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: conflicts like another process
+        with pytest.raises(ZooLockedError, match="is being locked by another process right now"):
+            ZooWriter.create(path, make_base(), resume=True)
+        assert (path / LOCK_NAME).read_text() == ""
+    finally:
+        os.close(fd)
+
+
 def test_without_os_file_locks_the_pid_rule_holds(tmp_path, monkeypatch):
     from wspace_core.zoo import lock as lock_module
 

@@ -318,6 +318,9 @@ class ZooLock:
         self._refuse(holder or {}, alive)
 
     def _refuse(self, holder: dict, alive: bool | None) -> None:
+        if not holder:  # its holder has the file lock but has not written who it is yet
+            raise ZooLockedError(f"zoo {self.zoo_dir} is being locked by another process right now "
+                                 f"({self.path} is still empty); wait a moment and run the command again")
         if alive is None:
             fix = f"if that build is dead, delete {self.path}"
         elif _own_process(holder):

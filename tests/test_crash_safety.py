@@ -205,10 +205,8 @@ def test_zoo_build_survives_sigkill_anywhere(tmp_path):
             assert f"taking over the stale lock of pid {stale_pid}" in text, text
         evidence = {"commit": new_temps(temp_chunks), "finalize": new_temps(temp_consolidated)}.get(kind)
         assert evidence is None or evidence, f"the {kind} kill did not land inside the {kind}"
-        if (path / LOCK_NAME).exists() and lock_holder(path) is None:
-            # killed between creating the lock file and writing it: the next builder cannot tell a
-            # dead writer from a slow one and waits out the grace period (it says so), so do we
-            time.sleep(max(0.0, (path / LOCK_NAME).stat().st_mtime + 31 - time.time()))
+        # killed between creating the lock file and writing it: its OS file lock went with the
+        # process, so the next builder takes the empty lock at once (no grace period to wait out)
         now = check_info_is_truthful(path, proc.pid)
         assert committed <= now, f"committed chunks {sorted(committed - now)} were lost by a kill"
         committed = now
@@ -430,3 +428,264 @@ def test_sigterm_stops_a_build_like_ctrl_c(tmp_path):
         assert not (tmp_path / "zoo" / LOCK_NAME).exists()  # the lock was released
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ---- what wspace may write into, links, live locks, failing disks (issue #11) --------------------
+
+SMALL = ["zoo", "build", "--task", "formal_languages", "--preset", "smoke", "--num-models", "4",
+         "--chunk-size", "2", "--steps", "4"]
+
+
+def tree(path: Path) -> dict[str, bytes | None]:
+    """Every entry under ``path`` (links not followed) -> its bytes (None for directories)."""
+    out: dict[str, bytes | None] = {}
+    for p in sorted(path.rglob("*")):
+        key = str(p.relative_to(path))
+        out[key] = None if p.is_dir() and not p.is_symlink() else (
+            os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+    return out
+
+
+def refusal(result, *patterns: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), repr(result.exception)
+    message = result.output[result.output.index("Error: "):].strip()
+    for pattern in patterns:
+        assert pattern in message, message
+    return message
+
+
+@pytest.fixture(scope="module")
+def partial_zoo(tmp_path_factory) -> Path:
+    """A smoke build of 4 models interrupted after its first chunk (of two)."""
+    from wspace_core.zoo.build import build_zoo, preset_config
+
+    path = tmp_path_factory.mktemp("partial") / "zoo"
+
+    def stop(progress):
+        if progress.chunks_done >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(preset_config("formal_languages", "smoke", num_models=4, chunk_size=2, steps=4), path,
+                  progress=stop, workers=1)
+    assert set(chunk_dirs(path)) == {0}
+    return path
+
+
+def copy_of(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def test_a_users_chunks_folder_is_never_taken_for_a_zoo(tmp_path):
+    """Issue #11.1: `mkdir -p v/chunks && echo x > v/chunks/keep.txt && wspace zoo build ... --out v`
+    deleted v/chunks. Only a directory wspace marked (or a zoo's manifest) is written into."""
+    users = tmp_path / "v"
+    (users / "chunks").mkdir(parents=True)
+    (users / "chunks" / "keep.txt").write_text("x")
+    (users / ".profile").write_text("mine")
+    before = tree(users)
+    runner = CliRunner()
+    message = refusal(runner.invoke(cli, SMALL + ["--out", str(users)]),
+                      f"{users} exists, is not empty (chunks) and is not a wspace zoo",
+                      "choose an empty or new directory")
+    refusal(runner.invoke(cli, SMALL + ["--out", str(users), "--resume"]), "choose an empty or new directory")
+    source = tmp_path / "source"
+    source.mkdir()
+    refusal(runner.invoke(cli, ["zoo", "merge", str(source), "--out", str(users)]), "choose an empty or new directory")
+    refusal(runner.invoke(cli, ["zoo", "import-paper", str(source), str(users), "--task", "formal_languages"]),
+            "choose an empty or new directory")
+    assert tree(users) == before, message  # nothing written, nothing deleted
+
+    # an empty directory (hidden files aside) is fine: wspace marks it, the dotfile stays
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".keep").write_text("mine")
+    done = runner.invoke(cli, SMALL + ["--steps", "2", "--num-models", "2", "--chunk-size", "2", "--out", str(empty)])
+    assert done.exit_code == 0, done.output
+    assert (empty / ".wspace-zoo").is_file() and (empty / ".keep").read_text() == "mine"
+
+
+def test_a_zoo_from_before_markers_still_resumes(tmp_path, partial_zoo):
+    path = copy_of(partial_zoo, tmp_path / "zoo")
+    (path / ".wspace-zoo").unlink()
+    done = CliRunner().invoke(cli, SMALL + ["--out", str(path), "--resume"])
+    assert done.exit_code == 0, done.output
+    assert (path / ".wspace-zoo").is_file() and Zoo.open(path).num_models == 4
+
+
+def test_links_leaving_the_zoo_are_refused_not_followed(tmp_path, partial_zoo):
+    """Issue #11.3: with ZOO/chunks a symbolic link, --resume deleted .tmp-* folders in its target
+    and wrote chunks outside the zoo."""
+    path = copy_of(partial_zoo, tmp_path / "zoo")
+    elsewhere = tmp_path / "elsewhere"
+    (path / CHUNKS_DIR).rename(elsewhere)
+    (elsewhere / ".tmp-chunk-00001-0123456789ab").mkdir()
+    (elsewhere / ".tmp-chunk-00001-0123456789ab" / "precious.txt").write_text("not the zoo's")
+    (path / CHUNKS_DIR).symlink_to(elsewhere, target_is_directory=True)
+    before_outside, before_zoo = tree(elsewhere), tree(path)
+    runner = CliRunner()
+    for command in (SMALL + ["--out", str(path), "--resume"], ["zoo", "info", str(path)],
+                    ["zoo", "merge", str(path), "--out", str(path)]):
+        refusal(runner.invoke(cli, command), f"{path / CHUNKS_DIR} is a symbolic link leading outside the zoo",
+                "never follows links out of a zoo")
+    assert tree(elsewhere) == before_outside and tree(path) == before_zoo
+
+    # a committed chunk that links out, and a complete zoo's array that links out
+    (path / CHUNKS_DIR).unlink()
+    (path / CHUNKS_DIR).mkdir()
+    (path / CHUNKS_DIR / "chunk-00000").symlink_to(elsewhere / "chunk-00000", target_is_directory=True)
+    refusal(runner.invoke(cli, ["zoo", "info", str(path)]), "chunk-00000 is a symbolic link leading outside")
+    complete = tmp_path / "complete"
+    assert runner.invoke(cli, SMALL + ["--steps", "2", "--num-models", "2", "--out", str(complete)]).exit_code == 0
+    (complete / "weights.npy").rename(tmp_path / "weights.npy")
+    (complete / "weights.npy").symlink_to(tmp_path / "weights.npy")
+    refusal(runner.invoke(cli, ["zoo", "verify", str(complete)]), "weights.npy is a symbolic link leading outside")
+    # a link that stays inside the zoo is followed
+    (complete / "weights.npy").unlink()
+    (complete / "data").mkdir()
+    (tmp_path / "weights.npy").rename(complete / "data" / "weights.npy")
+    (complete / "weights.npy").symlink_to(complete / "data" / "weights.npy")
+    assert runner.invoke(cli, ["zoo", "verify", str(complete)]).exit_code == 0
+
+
+#: holds a zoo's lock as a builder in another PID namespace would: the OS file lock held, the pid
+#: recorded one that this machine's process list does not have
+FOREIGN_HOLDER = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": int(sys.argv[2]), "host": socket.gethostname(), "lock": "flock",
+                         "since": "2024-01-01T00:00:00+00:00", "token": "container"}).encode())
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="OS file locks via fcntl")
+def test_lock_of_a_live_builder_in_another_pid_namespace_is_not_taken(tmp_path):
+    """Issue #11.4: a lock written from another PID namespace on the same host was judged stale
+    (its pid is not ours to see) and taken, and the takeover removed that builder's temp chunks."""
+    from wspace_core.zoo.directory import claim
+
+    path = tmp_path / "zoo"
+    claim(path)
+    live_temp = path / CHUNKS_DIR / ".tmp-chunk-00000-0123456789ab"
+    live_temp.mkdir(parents=True)
+    (live_temp / "weights.npy").write_bytes(b"being written by the live builder")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = subprocess.Popen([sys.executable, "-c", FOREIGN_HOLDER, str(path / LOCK_NAME), str(gone.pid)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for extra in ([], ["--resume"]):
+            result = run_cli(SMALL + ["--out", str(path)] + extra)
+            assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+            assert f"zoo {path} is being built by pid {gone.pid} on {socket.gethostname()}" in result.stderr
+            assert "wait for it to finish" in result.stderr and "another container or PID namespace" in result.stderr
+            assert "--out" not in result.stderr  # the message fits `wspace run` as well (issue #11.12)
+        assert live_temp.is_dir() and (live_temp / "weights.npy").exists()
+        assert lock_holder(path)["token"] == "container"
+    finally:
+        holder.kill()
+        holder.wait()
+    # its holder gone, the OS lock went with it: the lock is stale and taken over at once
+    done = run_cli(SMALL + ["--out", str(path)])
+    assert done.returncode == 0, done.stderr
+    assert f"taking over the stale lock of pid {gone.pid}" in done.stderr
+    assert not (path / LOCK_NAME).exists() and not live_temp.exists()
+
+
+def test_zoo_info_tells_a_live_foreign_lock_from_a_dead_one(tmp_path, partial_zoo):
+    path = copy_of(partial_zoo, tmp_path / "zoo")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = subprocess.Popen([sys.executable, "-c", FOREIGN_HOLDER, str(path / LOCK_NAME), str(gone.pid)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        info = json.loads(CliRunner().invoke(cli, ["zoo", "info", str(path), "--json"]).stdout)
+        assert [(lock["pid"], lock["alive"]) for lock in info["locks"]] == [(gone.pid, True)]
+    finally:
+        holder.kill()
+        holder.wait()
+    info = json.loads(CliRunner().invoke(cli, ["zoo", "info", str(path), "--json"]).stdout)
+    assert [(lock["pid"], lock["alive"]) for lock in info["locks"]] == [(gone.pid, False)]
+
+
+def _failing(real, errno_: int, after: int = 0):
+    """``real``, failing with OSError ``errno_`` from its ``after``-th call on."""
+    calls = []
+
+    def wrapper(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > after:
+            raise OSError(errno_, os.strerror(errno_), str(path))
+        return real(path, *args, **kwargs)
+    return wrapper
+
+
+def test_disk_full_during_a_build_is_a_clear_error_and_resumes(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "zoo"
+    # the disk fills up while the second chunk is written (a chunk writes 4 arrays)
+    monkeypatch.setattr(store_module, "save_npy", _failing(store_module.save_npy, errno.ENOSPC, after=5))
+    result = CliRunner().invoke(cli, SMALL + ["--out", str(path)])
+    message = refusal(result, "there is no space left on the device holding",
+                      "free space there", "--resume")
+    assert "No space left on device" in message
+    monkeypatch.undo()
+    assert set(chunk_dirs(path)) == {0} and not temp_chunks(path)  # the failed commit left nothing
+    assert json.loads((path / MANIFEST_NAME).read_text())["status"] == "building"
+    assert not (path / LOCK_NAME).exists()
+    done = CliRunner().invoke(cli, SMALL + ["--out", str(path), "--resume"])
+    assert done.exit_code == 0, done.output
+    assert Zoo.open(path).num_models == 4
+
+
+def test_read_only_out_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def mkdir(path, *args, **kwargs):
+        if str(path).startswith(str(read_only)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    runner = CliRunner()
+    refusal(runner.invoke(cli, SMALL + ["--out", str(read_only / "zoo")]),
+            f"{read_only / 'zoo'} is on a read-only filesystem", "choose a directory on a writable disk")
+    monkeypatch.undo()
+
+    # an existing empty directory on a read-only disk: the marker cannot be written
+    def ro_open(path, flags, *args, **kwargs):
+        if str(path).startswith(str(read_only)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", ro_open)
+    refusal(runner.invoke(cli, SMALL + ["--out", str(read_only)]), "is on a read-only filesystem",
+            "choose a directory on a writable disk")
+    assert list(read_only.iterdir()) == []
+
+
+def test_manifest_that_is_a_directory_is_a_clear_error(tmp_path, partial_zoo):
+    path = copy_of(partial_zoo, tmp_path / "zoo")
+    (path / MANIFEST_NAME).unlink()
+    (path / MANIFEST_NAME).mkdir()
+    before = tree(path)
+    runner = CliRunner()
+    for command in (["zoo", "info", str(path)], ["zoo", "verify", str(path)],
+                    SMALL + ["--out", str(path), "--resume"], ["zoo", "merge", str(path), "--out", str(tmp_path / "m")]):
+        refusal(runner.invoke(cli, command), f"{path / MANIFEST_NAME} is a directory where the zoo needs a file",
+                "move that directory away")
+    assert tree(path) == before

@@ -27,7 +27,7 @@ from wspace_core.zoo import Zoo, zoo_info
 from wspace_core.zoo.build import build_zoo, preset_config
 from wspace_core.zoo.chunks import CHUNKS_DIR, chunk_dirs
 from wspace_core.zoo.files import sha256_file
-from wspace_core.zoo.manifest import MANIFEST_NAME, fingerprint
+from wspace_core.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, fingerprint, manifest_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,11 +104,15 @@ def tree_checksums(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def edit_manifest(path: Path, edit, refingerprint: bool = False) -> None:
+def edit_manifest(path: Path, edit, refingerprint: bool = False, reseal: bool = True) -> None:
+    """Edit the manifest as a forger would: resealing its own checksum (``reseal``), and with
+    ``refingerprint`` recomputing the fingerprint too."""
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     edit(manifest)
     if refingerprint:  # a careful forger recomputes the fingerprint
         manifest["fingerprint"] = fingerprint(manifest)
+    if reseal:
+        manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -324,6 +328,108 @@ def test_forged_manifest_types_refused(tmp_path, small_zoo):
         edit_manifest(zoo, edit, refingerprint=True)
         for command in (["zoo", "verify", str(zoo)], ["zoo", "info", str(zoo)]):
             assert_clean_refusal(runner.invoke(cli, command), "re-copy")
+
+
+# ---- what gives the data its meaning, and what the arrays hold (issue #11, items 5, 6, 12) -----
+
+def _swap_columns(manifest: dict, a: str = "split", b: str = "performance") -> None:
+    columns = manifest["metadata_columns"]
+    i, j = columns.index(a), columns.index(b)
+    columns[i], columns[j] = columns[j], columns[i]
+
+
+RELABELLINGS = {
+    "metadata_columns": _swap_columns,
+    "snapshot_steps": lambda m: m.update(snapshot_steps=[s * 2 for s in m["snapshot_steps"]]),
+    "num_models": lambda m: m.update(num_models=m["num_models"] - 1),
+    "rows_per_model": lambda m: m.update(rows_per_model=m["rows_per_model"] - 1),
+    "chunk_size": lambda m: m.update(chunk_size=m["chunk_size"] + 1),
+    "array_entry": lambda m: m["arrays"]["metadata"].update(bytes=1),
+}
+
+
+@pytest.mark.parametrize("field", list(RELABELLINGS))
+def test_relabelled_manifest_refused(tmp_path, small_zoo, field):
+    """Every field that gives the data its meaning is covered: swapping the `split` and
+    `performance` names (or editing the steps, counts, chunking, a file entry) is refused."""
+    zoo = copy_zoo(small_zoo, tmp_path / "zoo")
+    edit_manifest(zoo, RELABELLINGS[field], reseal=False)
+    runner = CliRunner()
+    for command in (["zoo", "verify", str(zoo)], ["zoo", "info", str(zoo)]):
+        assert_clean_refusal(runner.invoke(cli, command), "re-copy")
+    with pytest.raises(WspaceError):
+        Zoo.open(zoo, verify=False)
+    if field == "metadata_columns":  # passes every other check: the manifest's own checksum tells
+        message = assert_clean_refusal(runner.invoke(cli, ["zoo", "verify", str(zoo)]))
+        assert "manifest's checksum (manifest_sha256) does not match" in message and "metadata_columns" in message
+
+
+def test_manifest_from_before_checksums_still_opens(tmp_path, small_zoo):
+    zoo = copy_zoo(small_zoo, tmp_path / "zoo")
+    edit_manifest(zoo, lambda m: m.pop(CHECKSUM_KEY), reseal=False)
+    result = CliRunner().invoke(cli, ["zoo", "verify", str(zoo)])
+    assert result.exit_code == 0, result.output
+    assert "matches its manifest" in result.stdout and "predates manifest checksums" in result.stderr
+    assert Zoo.open(zoo).num_models == 4
+
+
+def _forge_array(zoo: Path, name: str, array: np.ndarray) -> None:
+    """Replace ``name``.npy and make the manifest agree (sha256 and all, resealed)."""
+    file = zoo / f"{name}.npy"
+    np.save(file, array)
+    edit_manifest(zoo, lambda m: m["arrays"][name].update(dtype=array.dtype.str, shape=list(array.shape),
+                                                         sha256=sha256_file(file), bytes=file.stat().st_size))
+
+
+def test_nan_weights_refused(tmp_path, small_zoo):
+    zoo = copy_zoo(small_zoo, tmp_path / "zoo")
+    weights = np.array(np.load(zoo / "weights.npy"))
+    weights[5, 2] = np.nan
+    weights[9, 0] = np.inf
+    _forge_array(zoo, "weights", weights)
+    message = assert_clean_refusal(CliRunner().invoke(cli, ["zoo", "verify", str(zoo)]),
+                                   "weights are NaN or infinite at rows 5 (model 1, snapshot 1), 9 (model 2")
+    assert "rebuild" in message
+    with pytest.raises(WspaceError, match="NaN or infinite"):
+        Zoo.open(zoo)
+
+
+@pytest.mark.parametrize("token", [99, -1])
+def test_out_of_vocabulary_tokens_refused(tmp_path, small_zoo, token):
+    zoo = copy_zoo(small_zoo, tmp_path / "zoo")
+    inputs = np.array(np.load(zoo / "rollout_inputs.npy"))
+    inputs[3, 1, 2] = token
+    _forge_array(zoo, "rollout_inputs", inputs)
+    assert_clean_refusal(CliRunner().invoke(cli, ["zoo", "verify", str(zoo)]),
+                         "rollout inputs hold token ids outside 0..5 (the task's 6 symbols) at rows 3 (model 0")
+    with pytest.raises(WspaceError, match="token ids outside"):
+        Zoo.open(zoo)
+
+
+def test_npy_header_shape_overflowing_int64_refused(tmp_path, small_zoo):
+    """rows x 2**62 float32 is 2**68 bytes: an int64 product wraps to 0, so a header-only file
+    looked exactly as long as its header said."""
+    zoo = copy_zoo(small_zoo, tmp_path / "zoo")
+    rows = json.loads((zoo / MANIFEST_NAME).read_text())["arrays"]["weights"]["shape"][0]
+    file = zoo / "weights.npy"
+    with open(file, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (rows, 2 ** 62)})
+    edit_manifest(zoo, lambda m: m["arrays"]["weights"].update(shape=[rows, 2 ** 62], sha256=sha256_file(file),
+                                                              bytes=file.stat().st_size))
+    message = assert_clean_refusal(CliRunner().invoke(cli, ["zoo", "verify", str(zoo)]),
+                                   "weights.npy is", "truncated or damaged")
+    assert f"needs {128 + rows * 2 ** 64}" in message or "needs " in message
+    assert " -" not in message.split("needs")[1][:3]
+
+
+def test_empty_chunk_folder_names_the_fix(tmp_path, building_zoo):
+    path = copy_zoo(building_zoo, tmp_path / "building")
+    (path / CHUNKS_DIR / "chunk-00001").mkdir()
+    for command in (["zoo", "info", str(path)],
+                    ["zoo", "build", "--task", "formal_languages", "--preset", "smoke", "--num-models", "4",
+                     "--chunk-size", "2", "--steps", "4", "--out", str(path), "--resume"]):
+        assert_clean_refusal(CliRunner().invoke(cli, command), "chunk-00001", "delete",
+                             "rerun the build with --resume")
 
 
 # ---- the project's own loaders -------------------------------------------------------------------

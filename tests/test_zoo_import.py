@@ -249,3 +249,71 @@ def test_a_first_token_other_than_bos_or_the_published_overwrite_is_refused(tmp_
     with pytest.raises(WspaceError, match=r"rows \[4\]"):
         import_paper(tmp_path / "published", tmp_path / "zoo")
     assert not (tmp_path / "zoo").exists()
+
+
+# ---- published files that would crash the import or give a zoo of wrong values (issue #11) -------
+
+def _import_cli(tmp_path: Path, task: str = "formal_languages"):
+    return CliRunner().invoke(cli, ["zoo", "import-paper", str(tmp_path / "published"), str(tmp_path / "zoo"),
+                                    "--task", task])
+
+
+def _refused(result, *patterns: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # no IndexError, no RuntimeError
+    message = result.output[result.output.index("Error: "):].strip()
+    for pattern in patterns:
+        assert pattern in message, message
+    return message
+
+
+@pytest.mark.parametrize("token", [99, -1])
+def test_out_of_range_tokens_refused_on_import(tmp_path, token):
+    src = make_formal_languages(tmp_path / "published")
+    sequences = src["sequences.npy"].copy()
+    sequences[4, 1, 3] = token
+    np.save(tmp_path / "published" / "sequences.npy", sequences)
+    _refused(_import_cli(tmp_path), "sequences.npy holds token ids outside 0..5 (the formal_languages family's "
+                                    "6 symbols) at rows 4 (run 1 step 10)", "re-download")
+    with pytest.raises(WspaceError, match="token ids outside"):  # whatever --check says
+        import_paper(tmp_path / "published", tmp_path / "zoo", "formal_languages", check="none")
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_published_zoo_without_rows_refused(tmp_path):
+    src = make_formal_languages(tmp_path / "published")
+    for name, array in src.items():
+        if name.endswith(".npy"):
+            np.save(tmp_path / "published" / name, array[:0])
+    _refused(_import_cli(tmp_path), "the published files hold no rows (0 networks)", "re-download")
+    assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize("correct, shown", [(-5, "-0.005"), (1200, "1.2")])
+def test_performance_out_of_range_refused_on_import(tmp_path, correct, shown):
+    src = make_formal_languages(tmp_path / "published")
+    counts = src["num_step_correct.npy"].copy()
+    counts[2, 2] = correct
+    np.save(tmp_path / "published" / "num_step_correct.npy", counts)
+    _refused(_import_cli(tmp_path), f"the published metric 'performance' is {shown} (it lies in [0, 1]) at rows "
+                                    f"2 (run 0 step 100)")
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_negative_accuracy_or_loss_refused_on_tiled_mnist_import(tmp_path):
+    src = make_tiled_mnist(tmp_path / "published")
+    for column, value, name in ((0, -0.1, "performance"), (1, -2.0, "train_loss"), (3, -0.01, "weight_decay")):
+        acc = src["accuracy_losses.npy"].copy()
+        acc[5, column] = value
+        np.save(tmp_path / "published" / "accuracy_losses.npy", acc)
+        _refused(_import_cli(tmp_path, "tiled_mnist"), f"'{name}' is {value:g}", "at rows 5 (run 1 step 100)")
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_negative_size_in_a_header_is_named_not_counted(tmp_path):
+    make_formal_languages(tmp_path / "published")
+    file = tmp_path / "published" / "parameters.npy"
+    with open(file, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (-9, 1142)})
+    message = _refused(_import_cli(tmp_path), "parameters.npy has a negative size in its header shape (-9, 1142)")
+    assert "needs -" not in message

@@ -22,7 +22,7 @@ from wspace_core.zoo import Zoo, ZooLockedError, ZooWriter, merge_zoos, zoo_info
 from wspace_core.zoo import store as store_module
 from wspace_core.zoo.chunks import CHUNKS_DIR, chunk_dirs
 from wspace_core.zoo.lock import LOCK_NAME
-from wspace_core.zoo.manifest import MANIFEST_NAME
+from wspace_core.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, manifest_checksum
 
 STEPS = [0, 10, 20]
 S = len(STEPS)
@@ -74,9 +74,22 @@ def write_lock(path: Path, pid: int, host: str | None = None) -> None:
                                               "since": "2024-01-01T00:00:00+00:00"}))
 
 
-def edit_manifest(path: Path, edit) -> None:
+def die_holding_the_lock(writer: ZooWriter) -> None:
+    """What a killed writer leaves: its lock file stays, its OS file lock goes with the process."""
+    lock = writer._lock
+    if getattr(lock, "_fd", None) is not None:
+        os.close(lock._fd)
+        lock._fd = None
+    lock.held = False
+
+
+def edit_manifest(path: Path, edit, reseal: bool = True) -> None:
+    """Edit the manifest; ``reseal``: recompute its own checksum, as a careful forger would (so the
+    later checks are what is tested)."""
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     edit(manifest)
+    if reseal:
+        manifest[CHECKSUM_KEY] = manifest_checksum(manifest)
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -158,7 +171,7 @@ def test_resume_after_a_crash_keeps_committed_chunks(tmp_path):
     half.mkdir()
     (half / "weights.npy").write_bytes(b"\x93NUMPY half")
     (path / ".weights.npy.tmp-cafe").write_bytes(b"partial final array")
-    writer._lock.held = False  # the dead process never releases its lock...
+    die_holding_the_lock(writer)  # the dead process never releases its lock...
     write_lock(path, dead_pid())  # ...which names a pid that is gone
 
     with pytest.warns(UserWarning, match="stale lock"):
@@ -299,6 +312,81 @@ def test_stale_lock_taken_over_and_foreign_host_lock_refused(tmp_path):
         ZooWriter.create(path, make_base(), resume=True)
 
 
+def test_lock_message_names_the_zoo_not_an_option(tmp_path):
+    """The refusal fits every command that opens a zoo for writing (`wspace run` has no --out)."""
+    path = tmp_path / "zoo"
+    with ZooWriter.create(path, make_base()):
+        with pytest.raises(ZooLockedError) as refused:
+            ZooWriter.create(path, make_base(), resume=True)
+    message = str(refused.value)
+    assert "--out" not in message and f"another build holds the lock {path / LOCK_NAME}" in message
+    assert f"stop it (kill {os.getpid()})" in message
+
+
+def test_empty_lock_of_a_dead_builder_is_taken_at_once(tmp_path):
+    """The OS file lock tells a dead writer from one still writing its lock: no grace period."""
+    path = tmp_path / "zoo"
+    writer = ZooWriter.create(path, make_base())
+    writer.commit_chunk(0, make_chunk(0))
+    die_holding_the_lock(writer)
+    (path / LOCK_NAME).write_text("")
+    with ZooWriter.create(path, make_base(), resume=True) as again:
+        assert again.committed_chunks() == {0}
+
+
+def test_lock_held_but_not_yet_written_is_refused(tmp_path):
+    """A writer between taking the file lock and writing who it is: refused, never taken over."""
+    import fcntl
+
+    path = tmp_path / "zoo"
+    ZooWriter.create(path, make_base()).close()
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: conflicts like another process
+        with pytest.raises(ZooLockedError, match="is being locked by another process right now"):
+            ZooWriter.create(path, make_base(), resume=True)
+        assert (path / LOCK_NAME).read_text() == ""
+    finally:
+        os.close(fd)
+
+
+def test_without_os_file_locks_the_pid_rule_holds(tmp_path, monkeypatch):
+    from wspace_core.zoo import lock as lock_module
+
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    path = tmp_path / "zoo"
+    with ZooWriter.create(path, make_base()):
+        assert "lock" not in json.loads((path / LOCK_NAME).read_text())
+        with pytest.raises(ZooLockedError, match=rf"is being built by pid {os.getpid()} .*; wait for it"):
+            ZooWriter.create(path, make_base(), resume=True)
+    assert not (path / LOCK_NAME).exists()
+    write_lock(path, dead_pid())
+    with pytest.warns(UserWarning, match="taking over the stale lock of pid"):
+        ZooWriter.create(path, make_base(), resume=True).close()
+    (path / LOCK_NAME).write_text("")  # a writer may be between creating and writing it
+    with pytest.raises(ZooLockedError, match="still empty"):
+        ZooWriter.create(path, make_base(), resume=True)
+
+
+def test_filesystem_without_file_locks_uses_the_pid_rule(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_file_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_file_locks)
+    path = tmp_path / "zoo"
+    with ZooWriter.create(path, make_base()):
+        assert "lock" not in json.loads((path / LOCK_NAME).read_text())  # judged by its pid
+        with pytest.raises(ZooLockedError, match=rf"is being built by pid {os.getpid()} .*; wait for it"):
+            ZooWriter.create(path, make_base(), resume=True)
+    write_lock(path, dead_pid())
+    with pytest.warns(UserWarning, match="taking over the stale lock of pid"):
+        ZooWriter.create(path, make_base(), resume=True).close()
+    assert not (path / LOCK_NAME).exists()
+
+
 # ---- damaged and hostile files -----------------------------------------------------------------
 
 def test_truncated_file_refused_naming_it(zoo_dir):
@@ -411,7 +499,7 @@ def test_ranks_sharing_one_directory(tmp_path):
             writer.commit_chunk(c, make_chunk(c))
     assert rank0.pending_chunks() == [] and rank1.committed_chunks() == {0, 1, 2}
     rank0.close()
-    rank1._lock.held = False  # rank 1 dies without releasing: its lock is stale...
+    die_holding_the_lock(rank1)  # rank 1 dies without releasing: its lock is stale...
     (path / "build.rank1of2.lock").write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
     with pytest.warns(UserWarning, match="stale lock"):
         merged = merge_zoos([path], path)  # ...and is taken away

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -18,6 +19,20 @@ def zoo():
     A zoo is a directory you can copy, archive and share: manifest.json plus .npy arrays.
     Start with `wspace zoo build --task formal_languages --preset smoke --out zoos/smoke`.
     """
+
+
+def _filesystem_errors(command):
+    """A filesystem failure the zoo layer did not already explain (it turns those it meets into
+    ``ZooFileError``s) still ends in one message naming the path and the fix, not a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except OSError as err:
+            from wspace_core.zoo.files import os_error_message
+
+            raise click.ClickException(os_error_message(err)) from None
+    return wrapper
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -76,7 +91,7 @@ class BuildProgressBar:
               help="Scale: smoke (seconds, for tests), quick (minutes on a laptop CPU), paper (the paper's zoo).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole build.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="Directory of the zoo to write (created; must not hold another zoo).")
+              help="Directory of the zoo to write: new or empty (wspace marks it as a zoo), or the zoo to --resume.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build in --out where it stopped.")
 @click.option("--num-models", type=int, default=None, help="Networks in the zoo (overrides the preset).")
 @click.option("--chunk-size", type=int, default=None, help="Networks trained at once and committed together.")
@@ -84,6 +99,7 @@ class BuildProgressBar:
 @click.option("--device", default=None, help="torch device to train on, e.g. cpu or cuda.")
 @click.option("--task-setting", "task_setting", multiple=True, metavar="KEY=VALUE",
               help="Task family setting, repeatable (e.g. --task-setting data_root=~/mnist).")
+@_filesystem_errors
 def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size, steps, device, task_setting):
     """Train a zoo of networks and write it to --out, chunk by chunk.
 
@@ -141,6 +157,7 @@ def _interrupted_message(out: str, bar: BuildProgressBar) -> str:
 @zoo.command(name="info")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_filesystem_errors
 def info_command(path, as_json):
     """Show a zoo's status, sizes, splits and per-snapshot performance (also while it builds)."""
     from wspace_core.zoo import format_info, zoo_info
@@ -151,13 +168,20 @@ def info_command(path, as_json):
 
 @zoo.command(name="verify")
 @click.argument("path", type=click.Path(file_okay=False))
+@_filesystem_errors
 def verify_command(path):
     """Check every file of a complete zoo against its manifest (sizes, headers, sha256)."""
     from wspace_core.zoo import Zoo
 
+    from wspace_core.zoo.manifest import has_checksum
+
     opened = Zoo.open(path, verify=True)
     click.echo(f"ok: {opened.path} ({len(opened.manifest['arrays'])} files, {opened.num_rows} rows) "
                f"matches its manifest")
+    if not has_checksum(opened.manifest):
+        click.echo("note: this manifest predates manifest checksums: its files and its fingerprinted settings "
+                   "are checked, its column names, snapshot steps and counts are not covered by a checksum; "
+                   "rebuilding or re-importing the zoo seals them", err=True)
 
 
 @zoo.command(name="import-paper")
@@ -172,11 +196,17 @@ def verify_command(path):
 @click.option("--check", type=click.Choice(["all", "sample", "none"]), default="all", show_default=True,
               help="Recompute the stored outputs from the stored weights: all rollouts, 8 per row, or skip.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted import into PATH.")
+@_filesystem_errors
 def import_paper_command(src, path, task, arch, hidden_size, num_layers, chunk_size, check, resume):
     """Import a published zoo of the paper (folder SRC with parameters.npy, sequences.npy,
     logits.npy, tasks.npy, ...) into a wspace zoo at PATH."""
-    from wspace_core.zoo import import_paper
+    from pathlib import Path
 
+    from wspace_core.zoo import import_paper
+    from wspace_core.zoo.directory import check_claimable
+    from wspace_core.zoo.manifest import MANIFEST_NAME
+
+    check_claimable(Path(path), MANIFEST_NAME)  # before the (long) check of the published outputs
     result = import_paper(src, path, task, arch=arch, hidden_size=hidden_size, num_layers=num_layers,
                           chunk_size=chunk_size, check=check, resume=resume)
     click.echo(f"imported {result.num_models} networks ({result.num_rows} rows) into {result.path}")
@@ -186,6 +216,7 @@ def import_paper_command(src, path, task, arch, hidden_size, num_layers, chunk_s
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Directory of the merged zoo (may be one of the sources).")
+@_filesystem_errors
 def merge_command(sources, out):
     """Merge the shards of one build (one per machine, say) into one complete zoo at --out."""
     from wspace_core.zoo import merge_zoos

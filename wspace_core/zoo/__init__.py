@@ -8,6 +8,7 @@ JSON) plus ``.npy`` arrays (``np.load(path, mmap_mode="r")``). See ``store`` for
     zoo.weights[zoo.rows(split="train", snapshot=-1)]
 """
 
+from wspace_core.zoo.files import ZooFileError
 from wspace_core.zoo.info import format_info, zoo_info
 from wspace_core.zoo.lock import ZooLockedError
 from wspace_core.zoo.manifest import FORMAT_VERSION
@@ -21,5 +22,5 @@ def import_paper(*args, **kwargs):
     return _import_paper(*args, **kwargs)
 
 
-__all__ = ["FORMAT_VERSION", "Zoo", "ZooLockedError", "ZooWriter", "format_info", "import_paper",
-           "merge_zoos", "zoo_info"]
+__all__ = ["FORMAT_VERSION", "Zoo", "ZooFileError", "ZooLockedError", "ZooWriter", "format_info",
+           "import_paper", "merge_zoos", "zoo_info"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from wspace_core.registry import WspaceError
+from wspace_core.zoo.directory import inside
 from wspace_core.zoo.files import check_npy, read_json, safe_file_name, sha256_file
 from wspace_core.zoo.manifest import ARRAY_NAMES
 
@@ -24,31 +25,38 @@ def chunk_dir_name(chunk_id: int) -> str:
 
 
 def chunk_dirs(zoo_dir: Path) -> dict[int, Path]:
-    """chunk id -> directory, for every committed chunk (temp directories are not chunks)."""
-    root = Path(zoo_dir) / CHUNKS_DIR
+    """chunk id -> directory, for every committed chunk (temp directories are not chunks).
+    A ``chunks`` folder or a chunk that is a symbolic link leading outside the zoo is refused."""
+    root = inside(zoo_dir, Path(zoo_dir) / CHUNKS_DIR)
     if not root.is_dir():
         return {}
     out = {}
     for entry in root.iterdir():
         match = _CHUNK_RE.fullmatch(entry.name)
         if match and entry.is_dir():
-            out[int(match.group(1))] = entry
+            out[int(match.group(1))] = inside(zoo_dir, entry)
     return dict(sorted(out.items()))
 
 
 def read_chunk(chunk_dir: Path, fingerprint: str | None = None, verify: bool = False) -> dict:
     """chunk.json of a committed chunk, its files checked (sizes/headers; sha256 when ``verify``)."""
-    info = read_json(chunk_dir / CHUNK_JSON, "chunk record")
     fix = f"delete {chunk_dir} and rerun the build with --resume to rebuild that chunk"
+    try:
+        info = read_json(chunk_dir / CHUNK_JSON, "chunk record")
+    except WspaceError as err:  # e.g. an empty chunk folder
+        raise type(err)(f"{err} (committed chunk {chunk_dir.name} is incomplete: {fix})") from None
     if fingerprint is not None and info.get("fingerprint") != fingerprint:
         raise WspaceError(f"chunk {chunk_dir} belongs to a different build (fingerprint mismatch); {fix}")
     arrays = info.get("arrays", {})
-    missing = [n for n in ARRAY_NAMES if n not in arrays]
+    if not isinstance(arrays, dict):
+        arrays = {}
+    missing = [n for n in ARRAY_NAMES if not isinstance(arrays.get(n), dict)]
     if missing:
         raise WspaceError(f"chunk {chunk_dir} lacks arrays {', '.join(missing)}; {fix}")
     for name in ARRAY_NAMES:
         entry = arrays[name]
-        path = chunk_dir / safe_file_name(entry.get("file"), f"{chunk_dir / CHUNK_JSON} (array {name!r})")
+        file = safe_file_name(entry.get("file"), f"{chunk_dir / CHUNK_JSON} (array {name!r})")
+        path = inside(chunk_dir, chunk_dir / file)
         try:
             check_npy(path, entry.get("dtype"), entry.get("shape"))
         except WspaceError as err:

@@ -11,8 +11,9 @@ import numpy as np
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 from wspace_core.zoo.chunks import chunk_dirs, load_chunk_array, read_chunk
-from wspace_core.zoo.files import check_npy, safe_file_name
-from wspace_core.zoo.lock import holder_alive, lock_names, read_lock
+from wspace_core.zoo.directory import inside
+from wspace_core.zoo.files import check_npy, filesystem_errors, safe_file_name
+from wspace_core.zoo.lock import lock_alive, lock_names, read_lock
 from wspace_core.zoo.manifest import MANIFEST_NAME, chunk_models, read_manifest
 
 
@@ -38,6 +39,11 @@ def _summary(values: np.ndarray) -> dict:
 def zoo_info(path: str | os.PathLike) -> dict:
     """Plain-data description of the zoo at ``path`` (what ``wspace zoo info --json`` prints)."""
     path = Path(path)
+    with filesystem_errors(path):
+        return _zoo_info(path)
+
+
+def _zoo_info(path: Path) -> dict:
     manifest = read_manifest(path)
     complete = manifest["status"] == "complete"
     columns = manifest["metadata_columns"]
@@ -48,7 +54,7 @@ def zoo_info(path: str | os.PathLike) -> dict:
         if "metadata" not in entries:
             raise WspaceError(f"zoo {path} manifest lists no metadata; re-copy or rebuild the zoo")
         entry = entries["metadata"]
-        meta_file = path / safe_file_name(entry.get("file"), f"{path / MANIFEST_NAME} (array 'metadata')")
+        meta_file = inside(path, path / safe_file_name(entry.get("file"), f"{path / MANIFEST_NAME} (array 'metadata')"))
         check_npy(meta_file, entry.get("dtype"), entry.get("shape"))  # damaged or truncated: a clear error
         meta = np.load(meta_file, mmap_mode="r", allow_pickle=False)
         shapes = {n: e["shape"] for n, e in entries.items()}
@@ -118,7 +124,7 @@ def zoo_info(path: str | os.PathLike) -> dict:
         holder = read_lock(path, name)
         if holder is not None:
             out["locks"].append({"file": name, "pid": holder.get("pid"), "host": holder.get("host"),
-                                 "since": holder.get("since"), "alive": holder_alive(holder) if holder else None})
+                                 "since": holder.get("since"), "alive": lock_alive(path, name, holder)})
     return out
 
 

@@ -1,13 +1,23 @@
 """The builder's lock: one writer per zoo directory.
 
-The lock is a small JSON file (pid, host, start time) created with ``O_CREAT | O_EXCL``, so of
-two writers exactly one creates it. A lock whose process is gone (same host, pid not alive, or
-the pid now belongs to a younger process) is stale and is taken over with a warning. A lock from
-another host cannot be checked and is refused with the way out (delete it if that build is dead).
+The lock is a small file (``build.lock``, or ``build.rankRofW.lock`` for one rank of a build whose
+ranks share a directory) holding JSON about its holder (pid, host, start time). Liveness rests on
+an OS file lock, not on the pid: the holder keeps an exclusive ``flock`` on the file for the whole
+build, and the kernel drops it the moment the holder dies, however it dies. So a lock whose
+``flock`` is held belongs to a live builder even when its pid means nothing here (a container
+sharing the directory runs in another PID namespace), and a lock of this host whose ``flock`` is
+free is stale: it is taken over with a warning. A lock from another host whose ``flock`` is free
+cannot be judged (a network filesystem may not share file locks between hosts) and is refused with
+the way out (delete it if that build is dead).
+
+Locks written by an older wspace (no ``"lock": "flock"`` in the JSON) and platforms without
+``fcntl`` fall back to the pid rule: the lock file is created with ``O_CREAT | O_EXCL``, and a
+lock of this host whose pid is gone (or now belongs to a younger process) is stale.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,6 +31,11 @@ from pathlib import Path
 
 from wspace_core.registry import WspaceError
 
+try:
+    import fcntl
+except ImportError:  # Windows: the pid rule alone
+    fcntl = None
+
 LOCK_NAME = "build.lock"
 #: lock of the writer of shard r of W when the ranks of a multi-machine build share one directory
 RANK_LOCK_PATTERN = "build.rank*.lock"
@@ -32,8 +47,19 @@ def rank_lock_name(rank: int, world_size: int) -> str:
 
 def is_lock_name(name: str) -> bool:
     return name == LOCK_NAME or (name.startswith("build.rank") and name.endswith(".lock"))
-#: an unreadable (empty, half-written) lock older than this is treated as stale
+
+
+#: recorded in the lock file by a holder that keeps an OS file lock (``flock``) on it
+LOCK_KIND = "flock"
+#: pid rule only: an unreadable (empty, half-written) lock older than this is treated as stale
 _UNREADABLE_GRACE_S = 30.0
+#: a held ``flock`` is retried this often, this far apart, before the holder is judged live (a
+#: ``wspace zoo info`` probing the lock holds it for a moment)
+_FLOCK_TRIES, _FLOCK_PAUSE_S = 10, 0.02
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: what ``flock`` raises on a filesystem without file locks
+_NO_FILE_LOCKS = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS")
+                  if hasattr(errno, name)}
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +102,7 @@ def _read(path: Path) -> dict | None:
 
 
 def holder_alive(holder: dict) -> bool | None:
-    """True/False for a lock of this host; None when it cannot be told (another host)."""
+    """The pid rule: True/False for a lock of this host; None when it cannot be told (another host)."""
     if holder.get("host") != socket.gethostname():
         return None
     pid = holder.get("pid")
@@ -111,9 +137,98 @@ def describe_holder(zoo_dir: Path, holder: dict, name: str) -> str:
             f"since {holder.get('since')}")
 
 
+def _try_flock(fd: int, exclusive: bool = True) -> bool | None:
+    """Take the OS file lock of ``fd`` without blocking (a few tries); False when another holds it,
+    None when the filesystem has no file locks (then the pid rule applies)."""
+    for attempt in range(_FLOCK_TRIES):
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < _FLOCK_TRIES:
+                time.sleep(_FLOCK_PAUSE_S)
+        except OSError as err:
+            if err.errno in _NO_FILE_LOCKS:
+                return None
+            raise
+    return False
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a releasing holder unlinks it)."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _read_fd(fd: int) -> dict | None:
+    """The JSON a lock file holds: {} when empty, None when unreadable."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while block := os.read(fd, 65536):
+        chunks.append(block)
+    text = b"".join(chunks)
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def judge(holder: dict | None, flock_free: bool | None) -> bool | None:
+    """Whether the holder of a lock is running: True, False, or None (cannot be told).
+
+    ``flock_free``: whether the OS file lock of the lock file could be taken (None: no file
+    locks on this platform). A held file lock means a live holder, whatever its pid; a free one
+    means a dead holder when the lock was written on this host by a holder that keeps the file
+    lock. Other locks (an older wspace's, or without file locks) are judged by their pid."""
+    if flock_free is False:
+        return True
+    if not holder:  # empty or unreadable
+        return False if flock_free else None
+    if holder.get("lock") == LOCK_KIND and flock_free:
+        return False if holder.get("host") == socket.gethostname() else None
+    return holder_alive(holder)
+
+
+def lock_alive(zoo_dir: Path, name: str, holder: dict | None) -> bool | None:
+    """``judge`` for the lock ``name`` of ``zoo_dir`` now (probes its file lock for a moment)."""
+    path = Path(zoo_dir) / name
+    if fcntl is None:
+        return holder_alive(holder) if holder else None
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except OSError:
+        return holder_alive(holder) if holder else None
+    try:
+        free = _try_flock(fd, exclusive=False)
+    finally:
+        os.close(fd)  # drops the shared lock, if taken
+    if free is None:
+        return holder_alive(holder) if holder else None
+    return judge(holder, free)
+
+
+def _own_process(holder: dict) -> bool:
+    """Whether the pid a holder recorded is that very process in this machine's process list."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid, ticks = holder.get("pid"), holder.get("start_ticks")
+    if not isinstance(pid, int) or not _pid_alive(pid):
+        return False
+    return ticks is None or _process_start_ticks(pid) in (None, ticks)
+
+
 class ZooLock:
     """``with ZooLock(dir):`` holds the lock; ``release()`` removes it only if it is still ours.
-    ``name`` picks the lock file (``rank_lock_name`` for one rank of a shared-directory build)."""
+    ``name`` picks the lock file (``rank_lock_name`` for one rank of a shared-directory build).
+    Where ``fcntl`` exists the holder keeps an exclusive ``flock`` on the lock file until it
+    releases it (or dies)."""
 
     def __init__(self, zoo_dir: Path | str, name: str = LOCK_NAME):
         self.zoo_dir = Path(zoo_dir)
@@ -121,25 +236,155 @@ class ZooLock:
         self.path = self.zoo_dir / name
         self.token = uuid.uuid4().hex
         self.held = False
+        self._fd: int | None = None
+
+    def _info(self, flock: bool) -> dict:
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "start_ticks": _process_start_ticks(os.getpid()), "token": self.token}
+        if flock:  # readers may judge this lock by its file lock
+            info["lock"] = LOCK_KIND
+        return info
 
     def acquire(self) -> "ZooLock":
+        return self._acquire_flock() if fcntl is not None else self._acquire_exclusive()
+
+    # ---- with OS file locks ----------------------------------------------------------------------
+
+    def _open(self, create: bool) -> tuple[int, bool] | None:
+        """(fd, whether we created the file), or None when there is no lock file (``create`` False)."""
+        flags = os.O_RDWR | _NOFOLLOW
+        while True:
+            try:
+                if create:
+                    try:
+                        return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+                    except FileExistsError:
+                        pass
+                return os.open(self.path, flags), False
+            except FileNotFoundError:
+                if not create:
+                    return None
+            except OSError as err:
+                if self.path.is_symlink():
+                    raise WspaceError(f"{self.path} is a symbolic link; a zoo's lock must be a plain file: "
+                                      f"remove the link, then run the command again") from None
+                raise
+
+    def _acquire_flock(self) -> "ZooLock":
+        for _ in range(10):
+            fd, created = self._open(create=True)
+            try:
+                locked = _try_flock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked is None:  # no file locks on this filesystem: the pid rule
+                os.close(fd)
+                if created:
+                    os.unlink(self.path)
+                return self._acquire_exclusive()
+            try:
+                if not locked:
+                    self._refuse(_read_fd(fd) or {}, alive=True)
+                if not _same_file(fd, self.path):
+                    os.close(fd)  # its holder released it meanwhile: start again
+                    continue
+                if not created:
+                    self._judge_existing(fd, _read_fd(fd))
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, json.dumps(self._info(flock=True)).encode("utf-8"))
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            self.held = True
+            return self
+        raise ZooLockedError(f"could not take the lock {self.path}: it keeps changing hands; another "
+                             f"process is building zoo {self.zoo_dir}: wait for it")
+
+    def _judge_existing(self, fd: int, holder: dict | None) -> None:
+        """We hold the file lock of a lock file someone left: take it over, or refuse."""
+        alive = judge(holder, True)
+        if alive is False:
+            if holder:
+                self._warn(f"stale lock of pid {holder.get('pid')} on {holder.get('host')} "
+                           f"(since {holder.get('since')}), which is no longer running")
+            elif holder is None:
+                self._warn(f"unreadable lock file {self.path}")
+            return
+        self._refuse(holder or {}, alive)
+
+    def _refuse(self, holder: dict, alive: bool | None) -> None:
+        if not holder:  # its holder has the file lock but has not written who it is yet
+            raise ZooLockedError(f"zoo {self.zoo_dir} is being locked by another process right now "
+                                 f"({self.path} is still empty); wait a moment and run the command again")
+        if alive is None:
+            fix = f"if that build is dead, delete {self.path}"
+        elif _own_process(holder):
+            fix = f"stop it (kill {holder.get('pid')})"
+        else:
+            fix = ("stop it where it runs (its pid is not a process of this machine's view: another "
+                   "container or PID namespace sharing this directory holds the lock)")
+        raise ZooLockedError(f"{describe_holder(self.zoo_dir, holder, self.name)}; wait for it to finish, "
+                             f"or {fix}, and run the command again (another build holds the lock "
+                             f"{self.path})")
+
+    def _warn(self, what: str) -> None:
+        message = f"taking over the {what}: zoo {self.zoo_dir}"
+        log.warning(message)
+        warnings.warn(message, stacklevel=5)
+
+    def remove_if_stale(self) -> None:
+        """Another writer's lock: remove it when its holder is dead (saying so); raise
+        ``ZooLockedError`` when it is live or cannot be judged; nothing when there is none."""
+        if fcntl is None:
+            self._handle_existing()
+            return
+        for _ in range(10):
+            opened = self._open(create=False)
+            if opened is None:
+                return
+            fd = opened[0]
+            try:
+                locked = _try_flock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked is None:  # no file locks on this filesystem: the pid rule
+                os.close(fd)
+                self._handle_existing()
+                return
+            try:
+                if not locked:
+                    self._refuse(_read_fd(fd) or {}, alive=True)
+                if not _same_file(fd, self.path):
+                    continue
+                self._judge_existing(fd, _read_fd(fd))
+                os.unlink(self.path)
+                return
+            finally:
+                os.close(fd)
+
+    # ---- without OS file locks: O_EXCL and the pid rule ------------------------------------------
+
+    def _acquire_exclusive(self) -> "ZooLock":
         for _ in range(10):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 self._handle_existing()
                 continue
-            info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "start_ticks": _process_start_ticks(os.getpid()), "token": self.token}
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(info, f)
+                json.dump(self._info(flock=False), f)
                 f.flush()
                 os.fsync(f.fileno())
             self.held = True
             return self
-        raise ZooLockedError(f"could not take the lock {self.path}: it keeps changing hands; "
-                             f"another process is building this zoo, wait for it")
+        raise ZooLockedError(f"could not take the lock {self.path}: it keeps changing hands; another "
+                             f"process is building zoo {self.zoo_dir}: wait for it")
 
     def _handle_existing(self) -> None:
         try:
@@ -158,10 +403,7 @@ class ZooLock:
             self._take_over(holder, f"stale lock of pid {holder.get('pid')} on {holder.get('host')} "
                                     f"(since {holder.get('since')}), which is no longer running")
             return
-        fix = (f"stop it (kill {holder.get('pid')})" if alive else
-               f"if that build is dead, delete {self.path}")
-        raise ZooLockedError(f"{describe_holder(self.zoo_dir, holder, self.name)}; wait for it or {fix}, "
-                             f"or build into another --out")
+        self._refuse(holder, alive)
 
     def _take_over(self, stale: dict, what: str) -> None:
         """Move the stale lock aside atomically, then check it really was the stale one."""
@@ -179,16 +421,26 @@ class ZooLock:
                 pass
             os.unlink(aside)
             raise ZooLockedError(f"zoo {self.zoo_dir} was just locked by pid {moved.get('pid')} on "
-                                 f"{moved.get('host')}; wait for it, or build into another --out")
+                                 f"{moved.get('host')}; wait for it, and run the command again")
         os.unlink(aside)
-        message = f"taking over the {what}: zoo {self.zoo_dir}"
-        log.warning(message)
-        warnings.warn(message, stacklevel=4)
+        self._warn(what)
+
+    # ---- releasing -------------------------------------------------------------------------------
 
     def release(self) -> None:
         if not self.held:
             return
         self.held = False
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                if _same_file(fd, self.path):
+                    os.unlink(self.path)  # while we still hold the file lock
+            except OSError:
+                pass  # a read-only or vanished directory: the file lock goes with the descriptor
+            finally:
+                os.close(fd)
+            return
         try:
             holder = _read(self.path)
         except FileNotFoundError:
@@ -217,6 +469,6 @@ def check_other_writers(zoo_dir: Path, own: str, world_size: int | None) -> None
             continue
         other = ZooLock(zoo_dir, name)
         try:
-            other._handle_existing()  # raises for a live holder, takes a stale lock away
+            other.remove_if_stale()  # raises for a live holder, takes a stale lock away
         except ZooLockedError as err:
             raise ZooLockedError(f"{err} (a conflicting writer of this zoo)") from None

@@ -3,7 +3,11 @@
 Keys written by the store (the builder supplies the rest: architecture, task, build,
 snapshot_steps, num_models, rows_per_model, metadata_columns): format, format_version,
 fingerprint, status, chunk_size, num_chunks, arrays ({name: {file, dtype, shape, sha256, bytes}}),
-created (timestamps and host: never fingerprinted), wspace_version.
+created (timestamps and host: never fingerprinted), wspace_version, manifest_sha256.
+
+``manifest_sha256`` seals the manifest itself: the sha256 of the canonical JSON of every key but
+``created``, ``wspace_version`` and itself, so an edited column name, snapshot step, model count or
+file entry is refused. Manifests written before it existed (no such key) are still read.
 
 The fingerprint is the sha256 of the canonical JSON of {architecture, task, build}, where
 ``build`` leaves out the keys in ``UNFINGERPRINTED_BUILD_KEYS`` (where a build runs, not what it
@@ -28,14 +32,27 @@ MANIFEST_NAME = "manifest.json"
 ARRAY_NAMES = ("weights", "rollout_inputs", "rollout_outputs", "metadata")
 REQUIRED_METADATA = ("model", "snapshot", "step", "split")
 UNFINGERPRINTED_BUILD_KEYS = ("device",)
+#: the manifest's own checksum: sha256 of the canonical JSON of every other key but CHECKSUM_FREE_KEYS
+CHECKSUM_KEY = "manifest_sha256"
+#: what no checksum covers: when and where the zoo was made, and by which wspace (nothing that gives
+#: the data its meaning)
+CHECKSUM_FREE_KEYS = ("created", "wspace_version", CHECKSUM_KEY)
 #: keys the store owns: never taken from a builder's manifest_base, never fingerprinted
 STORE_KEYS = ("format", "format_version", "fingerprint", "status", "num_chunks", "arrays", "created",
-              "wspace_version")
+              "wspace_version", CHECKSUM_KEY)
 
 
 def fingerprint(manifest: dict) -> str:
     build = {k: v for k, v in manifest.get("build", {}).items() if k not in UNFINGERPRINTED_BUILD_KEYS}
     data = {"architecture": manifest.get("architecture"), "task": manifest.get("task"), "build": build}
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 of everything in the manifest that gives the data its meaning (all keys but
+    ``CHECKSUM_FREE_KEYS``): the column names, snapshot steps, model and row counts, chunking,
+    status and the per-file entries as much as the fingerprinted settings."""
+    data = {k: v for k, v in manifest.items() if k not in CHECKSUM_FREE_KEYS}
     return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
 
 
@@ -86,9 +103,12 @@ def read_manifest(zoo_dir: Path) -> dict:
     if not zoo_dir.is_dir():
         raise WspaceError(f"no zoo at {zoo_dir}: not a directory (build one with `wspace zoo build`)")
     path = zoo_dir / MANIFEST_NAME
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise WspaceError(f"{zoo_dir} is not a wspace zoo: it has no {MANIFEST_NAME} "
                           f"(build one with `wspace zoo build`, or import one with `wspace zoo import-paper`)")
+    if path.is_symlink():
+        raise WspaceError(f"{path} is a symbolic link; a zoo's manifest must be a plain file inside the zoo "
+                          f"(wspace never follows links out of a zoo): replace the link by a copy of the file")
     manifest = read_json(path, "zoo manifest")
     if manifest.get("format") != FORMAT:
         raise WspaceError(f"{path} is not a wspace zoo manifest (format {manifest.get('format')!r}, "
@@ -115,11 +135,27 @@ def read_manifest(zoo_dir: Path) -> dict:
                                                 for n in shape)) or not _is_dtype(dtype):
             raise WspaceError(f"{path}: array entry {name!r} needs a numpy dtype name and a shape (a list of "
                               f"sizes), got dtype {dtype!r}, shape {shape!r}; re-copy or rebuild the zoo")
+    if manifest["status"] == "complete":
+        missing = [n for n in ARRAY_NAMES if n not in manifest["arrays"]]
+        if missing:
+            raise WspaceError(f"zoo {zoo_dir} manifest lists no {', '.join(missing)}; re-copy or rebuild the zoo")
     recorded = manifest.get("fingerprint")
     if recorded != fingerprint(manifest):
         raise WspaceError(f"{path}: the recorded fingerprint does not match the architecture, task and "
                           f"build it describes; the manifest was edited or damaged: re-copy or rebuild the zoo")
+    checksum = manifest.get(CHECKSUM_KEY)
+    if checksum is not None and checksum != manifest_checksum(manifest):
+        raise WspaceError(f"{path}: the manifest's checksum ({CHECKSUM_KEY}) does not match its contents: a "
+                          f"field that gives the data its meaning (metadata_columns, snapshot_steps, num_models, "
+                          f"rows_per_model, chunk_size, status, arrays, ...) was edited or damaged: re-copy the "
+                          f"zoo from its source, or rebuild it")
     return manifest
+
+
+def has_checksum(manifest: dict) -> bool:
+    """False for a manifest written before manifests carried their own checksum: its fingerprinted
+    settings and per-file checksums are checked, its other fields are not."""
+    return manifest.get(CHECKSUM_KEY) is not None
 
 
 def _is_dtype(name: Any) -> bool:
@@ -148,7 +184,8 @@ def _check_types(path: Path, manifest: dict) -> None:
 
 
 def write_manifest(zoo_dir: Path, manifest: dict) -> None:
-    write_json_atomic(Path(zoo_dir) / MANIFEST_NAME, manifest)
+    """Write ``manifest`` atomically, sealed with its checksum."""
+    write_json_atomic(Path(zoo_dir) / MANIFEST_NAME, {**manifest, CHECKSUM_KEY: manifest_checksum(manifest)})
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from wspace_core.registry import WspaceError
 from wspace_core.zoo.chunks import chunk_dirs, load_chunk_array, read_chunk
+from wspace_core.zoo.directory import check_claimable
 from wspace_core.zoo.manifest import ARRAY_NAMES, MANIFEST_NAME, chunk_models, diff_keys, read_manifest
 from wspace_core.zoo.store import Zoo, ZooWriter
 
@@ -37,6 +38,7 @@ def merge_zoos(sources: list[str | os.PathLike], out: str | os.PathLike) -> Zoo:
         raise WspaceError("merge needs at least one source zoo")
     if len({s.resolve() for s in sources}) != len(sources):
         raise WspaceError("a source zoo is listed twice; list each shard once")
+    check_claimable(out, MANIFEST_NAME)  # before any work: --out must be new, empty or a zoo
     manifests = [read_manifest(s) for s in sources]
     first = manifests[0]
     for src, manifest in zip(sources[1:], manifests[1:]):

@@ -64,6 +64,7 @@ import torch
 
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily
+from wspace_core.zoo.content import check_published
 from wspace_core.zoo.files import check_npy, sha256_file
 from wspace_core.zoo.manifest import MANIFEST_NAME
 from wspace_core.zoo.store import Zoo, ZooWriter
@@ -374,6 +375,7 @@ def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str | Non
     data = READERS[task](src, family_cls)
     settings = {**data.settings, **(task_settings or {})}
     family = family_cls(**settings)
+    check_published(data, family)  # rows, token ids and metric ranges, before anything uses them
     T = data.inputs.shape[2]
     if family.sequence_length != T:
         raise WspaceError(f"the published rollouts have {T} steps but the {task} family takes "

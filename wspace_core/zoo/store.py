@@ -3,7 +3,8 @@ and a reader that memory-maps a complete zoo after checking it.
 
 On disk (manifest keys: see ``wspace_core.zoo.manifest``)::
 
-    DIR/manifest.json                  plain JSON: what the zoo is, per-file sha256, status
+    DIR/.wspace-zoo                    the marker: wspace made this directory a zoo (may write, clean)
+    DIR/manifest.json                  plain JSON: what the zoo is, per-file sha256, status, own sha256
     DIR/weights.npy                    (R, P) float32, R = num_models * rows_per_model
     DIR/rollout_inputs.npy             (R, N, T) int16 tokens or (R, N, T, I) float16
     DIR/rollout_outputs.npy            (R, N, T, O) float16
@@ -18,6 +19,11 @@ either exists whole or not at all; temp leftovers are removed when a writer open
 ``finalize`` writes the consolidated arrays under temp names, renames them into place, and only
 then marks the manifest complete and removes ``chunks/``; killed anywhere, the next
 ``finalize`` (or ``--resume``) redoes it from the chunks, which are still there.
+
+Boundaries (``wspace_core.zoo.directory``): a writer opens only a new or empty directory (which it
+marks), a marked one, or one holding a zoo's manifest; it never follows a symbolic link out of the
+zoo. Filesystem failures (a full disk, a read-only directory) become ``ZooFileError``s naming the
+path and the fix; a failed commit leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -38,9 +44,12 @@ import numpy as np
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 from wspace_core.zoo.chunks import CHUNK_JSON, CHUNKS_DIR, TMP_PREFIX, chunk_dir_name, chunk_dirs, read_chunk
-from wspace_core.zoo.files import (check_npy, fsync_dir, save_npy, sha256_file, safe_file_name)
+from wspace_core.zoo.content import check_arrays, check_metadata
+from wspace_core.zoo.directory import check_claimable, claim, inside, is_marked
+from wspace_core.zoo.files import (check_npy, filesystem_errors, fsync_dir, save_npy, sha256_file,
+                                   safe_file_name)
 from wspace_core.zoo.info import zoo_info  # noqa: F401  (part of the store's public API)
-from wspace_core.zoo.lock import LOCK_NAME, ZooLock, check_other_writers, is_lock_name, rank_lock_name
+from wspace_core.zoo.lock import LOCK_NAME, ZooLock, check_other_writers, rank_lock_name
 from wspace_core.zoo.manifest import (ARRAY_NAMES, FORMAT, FORMAT_VERSION, MANIFEST_NAME, STORE_KEYS,
                                       check_base, chunk_models, chunk_size_of, diff_keys, fingerprint,
                                       num_chunks_of, read_manifest, write_manifest)
@@ -81,9 +90,9 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _zoo_like(path: Path) -> bool:
-    """An existing directory we may write into: empty, or only what a crashed writer leaves."""
-    return all(p.name == CHUNKS_DIR or is_lock_name(p.name) or p.name.startswith(".") for p in path.iterdir())
+#: top-level temp files a dead writer may leave (written by ``write_json_atomic`` and ``finalize``);
+#: nothing else is ever removed
+_TMP_FILE_RE = re.compile(r"\.(?:manifest\.json|(?:%s)\.npy)\.tmp-[0-9a-f-]+" % "|".join(ARRAY_NAMES))
 
 
 class ZooWriter:
@@ -119,20 +128,20 @@ class ZooWriter:
             if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
                 raise WspaceError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
             shard = (rank, world) if world > 1 else None
-        if path.exists() and not path.is_dir():
-            raise WspaceError(f"{path} exists and is not a directory; choose another --out")
-        if path.is_dir() and not (path / MANIFEST_NAME).exists() and not _zoo_like(path):
-            raise WspaceError(f"{path} exists, is not empty and is not a wspace zoo; choose another --out")
-        path.mkdir(parents=True, exist_ok=True)
-        lock = ZooLock(path, LOCK_NAME if shard is None else rank_lock_name(*shard)).acquire()
-        try:
-            check_other_writers(path, lock.name, shard[1] if shard else None)
-            manifest = cls._open_manifest(path, base, resume, shard)
-            writer = cls(path, manifest, lock, shard)
-            writer._remove_temps()
-        except BaseException:
-            lock.release()
-            raise
+        with filesystem_errors(path):
+            check_claimable(path, MANIFEST_NAME)
+            if not is_marked(path) and (path / MANIFEST_NAME).exists():
+                read_manifest(path)  # a zoo from before markers: its manifest must check out first
+            claim(path)
+            lock = ZooLock(path, LOCK_NAME if shard is None else rank_lock_name(*shard)).acquire()
+            try:
+                check_other_writers(path, lock.name, shard[1] if shard else None)
+                manifest = cls._open_manifest(path, base, resume, shard)
+                writer = cls(path, manifest, lock, shard)
+                writer._remove_temps()
+            except BaseException:
+                lock.release()
+                raise
         return writer
 
     @staticmethod
@@ -179,7 +188,7 @@ class ZooWriter:
     def _remove_temps(self) -> None:
         """Under the lock, temp files of our chunks (all of them for the main writer) are a dead
         writer's leftovers."""
-        chunks = self.path / CHUNKS_DIR
+        chunks = inside(self.path, self.path / CHUNKS_DIR)
         mine = set(self.chunk_ids())
         if chunks.is_dir():
             for entry in chunks.iterdir():
@@ -190,7 +199,7 @@ class ZooWriter:
         if self.shard is not None:
             return
         for entry in self.path.iterdir():
-            if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
+            if _TMP_FILE_RE.fullmatch(entry.name) and (entry.is_file() or entry.is_symlink()):
                 entry.unlink()
 
     # ---- what to build -------------------------------------------------------------------------
@@ -253,11 +262,16 @@ class ZooWriter:
             raise WspaceError(f"chunk id {chunk_id!r} is out of range: this zoo has {self.num_chunks} chunks")
         if self.shard and chunk_id % self.shard[1] != self.shard[0]:
             raise WspaceError(f"chunk {chunk_id} does not belong to shard {self.shard[0]} of {self.shard[1]}")
-        final = self.path / CHUNKS_DIR / chunk_dir_name(chunk_id)
-        if final.exists():
+        chunks = inside(self.path, self.path / CHUNKS_DIR)
+        final = chunks / chunk_dir_name(chunk_id)
+        if final.exists() or final.is_symlink():
             raise WspaceError(f"chunk {chunk_id} of zoo {self.path} is already committed")
         prepared = self._prepare(chunk_id, arrays)
-        tmp = self.path / CHUNKS_DIR / f"{TMP_PREFIX}{chunk_dir_name(chunk_id)}-{uuid.uuid4().hex[:12]}"
+        with filesystem_errors(self.path):
+            self._write_chunk(chunk_id, prepared, chunks, final)
+
+    def _write_chunk(self, chunk_id: int, prepared: dict[str, np.ndarray], chunks: Path, final: Path) -> None:
+        tmp = chunks / f"{TMP_PREFIX}{chunk_dir_name(chunk_id)}-{uuid.uuid4().hex[:12]}"
         tmp.mkdir(parents=True)
         try:
             entries = {name: save_npy(tmp / f"{name}.npy", array) for name, array in prepared.items()}
@@ -325,6 +339,10 @@ class ZooWriter:
         if not np.isin(col["split"], np.arange(len(SPLITS))).all():
             raise WspaceError(f"chunk {chunk_id}: metadata 'split' must be 0 (train), 1 (validation) or 2 (ood)")
         out["metadata"] = metadata
+        check_arrays(out, self.manifest, f"chunk {chunk_id}",
+                     "A network whose training diverged cannot go into a zoo: lower the learning rate, "
+                     "or check the task family's data",
+                     lambda r: f"{r} (model {models.start + r // S}, snapshot {r % S})")
         self._check_consistent(chunk_id, out)
         return out
 
@@ -349,8 +367,12 @@ class ZooWriter:
         """Consolidate all chunks into the top-level arrays (model order), checksum them, mark the
         zoo complete and remove ``chunks/``. Safe to call again after a crash at any point."""
         self._require_open()
+        with filesystem_errors(self.path):
+            return self._finalize()
+
+    def _finalize(self) -> "Zoo":
         if self.complete:
-            _remove_tree(self.path / CHUNKS_DIR)  # a crash may have left them behind
+            _remove_tree(inside(self.path, self.path / CHUNKS_DIR))  # a crash may have left them behind
             return Zoo.open(self.path, verify=False)
         if self.shard is not None:
             raise WspaceError(f"this writer builds shard {self.shard[0]} of {self.shard[1]} of zoo {self.path}; "
@@ -383,7 +405,7 @@ class ZooWriter:
                     "created": {**self.manifest.get("created", {}), "completed": _now()}}
         write_manifest(self.path, manifest)
         self.manifest = manifest
-        _remove_tree(self.path / CHUNKS_DIR)
+        _remove_tree(inside(self.path, self.path / CHUNKS_DIR))
         fsync_dir(self.path)
         return Zoo.open(self.path, verify=False)
 
@@ -438,6 +460,11 @@ class Zoo:
         file names, status), every file's header (dtype, shape, no pickled objects) and size;
         ``verify=True`` also checks every file's sha256."""
         path = Path(path)
+        with filesystem_errors(path):
+            return cls._open(path, expect_arch, verify)
+
+    @classmethod
+    def _open(cls, path: Path, expect_arch: str | None, verify: bool) -> "Zoo":
         manifest = read_manifest(path)
         if manifest["status"] != "complete":
             done = len([c for c in chunk_dirs(path) if c < manifest["num_chunks"]])
@@ -448,14 +475,12 @@ class Zoo:
         if expect_arch is not None and arch != expect_arch:
             raise WspaceError(f"zoo {path} holds {arch!r} networks, but {expect_arch!r} was expected; "
                               f"choose a zoo built with --arch {expect_arch}, or use --arch {arch}")
-        missing = [n for n in ARRAY_NAMES if n not in manifest["arrays"]]
-        if missing:
-            raise WspaceError(f"zoo {path} manifest lists no {', '.join(missing)}; re-copy or rebuild the zoo")
         rows = manifest["num_models"] * manifest["rows_per_model"]
         arrays = {}
         for name in ARRAY_NAMES:
             entry = manifest["arrays"][name]
             file = path / safe_file_name(entry.get("file"), f"{path / MANIFEST_NAME} (array {name!r})")
+            inside(path, file)
             check_npy(file, entry.get("dtype"), entry.get("shape"))
             if entry.get("shape", [None])[0] != rows:
                 raise WspaceError(f"{file} has {entry.get('shape')} rows but the zoo has {rows} "
@@ -467,6 +492,12 @@ class Zoo:
         if arrays["metadata"].shape[1] != len(manifest["metadata_columns"]):
             raise WspaceError(f"zoo {path}: metadata.npy has {arrays['metadata'].shape[1]} columns but the "
                               f"manifest names {len(manifest['metadata_columns'])}; rebuild it")
+        fix = "The zoo is damaged or was forged: re-copy it from its source, or rebuild it"
+        check_metadata(np.asarray(arrays["metadata"]), manifest, f"zoo {path}", fix)
+        if verify:  # reads every value, as the checksums just did
+            S = manifest["rows_per_model"]
+            check_arrays(arrays, manifest, f"zoo {path}", fix,
+                         lambda r: f"{r} (model {r // S}, snapshot {r % S})")
         return cls(path, manifest, arrays)
 
     # ---- what it holds -------------------------------------------------------------------------

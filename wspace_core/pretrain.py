@@ -205,10 +205,18 @@ def _metric_objectives(config: PretrainConfig, output_kind: str) -> dict[str, to
 
 
 def save_checkpoint(path: Path, **payload) -> None:
-    """Weights and plain data only (loadable with weights_only=True), written atomically."""
+    """Weights and plain data only (loadable with weights_only=True), written atomically: a write
+    that fails (disk full, folder made read-only) leaves the previous checkpoint as it was."""
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as RuntimeError
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous checkpoint {path} is intact" if path.exists() else "no checkpoint was kept"
+        raise WspaceError(f"cannot write the checkpoint {path} ({str(err).splitlines()[0] or type(err).__name__}); "
+                          f"{kept}. Free disk space or make the folder writable, then continue with "
+                          f"`wspace run --resume RUN_DIR`") from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -223,6 +231,42 @@ def load_checkpoint(path: Path) -> dict:
             f"delete it and start the run again"
         ) from None
 
+
+
+#: what a pretraining checkpoint holds (``best_state`` may be None)
+CHECKPOINT_KEYS = ("encoder", "emulator", "optimizer", "rng", "step", "history", "stale_evals", "best_loss",
+                   "best_step", "best_metrics", "best_state")
+
+
+def restore_checkpoint(state, encoder: Encoder, emulator: Emulator, optimizer, path: Path) -> None:
+    """Load a pretraining checkpoint into freshly built modules, refusing one of another encoder,
+    other sizes or an older (partial) format with a message instead of a KeyError or size mismatch."""
+    fix = f"delete {path} to restart this run's pretraining from step 0, or start a new run"
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise WspaceError(f"{path} is not a pretraining checkpoint of this wspace (it lacks "
+                          f"{', '.join(missing)}); {fix}")
+    if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
+        raise WspaceError(f"{path} records step {state['step']!r}, not a step count; {fix}")
+    for name, module in (("encoder", encoder), ("emulator", emulator)):
+        try:
+            module.load_state_dict(state[name])
+        except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as err:
+            raise WspaceError(f"{path}: the stored {name} weights do not fit this run's {name} "
+                              f"({str(err).splitlines()[0]}); the checkpoint is from another encoder, other "
+                              f"sizes or another wspace; {fix}") from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
+        raise WspaceError(f"{path}: the stored optimiser state does not fit this run ({str(err).splitlines()[0]}); "
+                          f"{fix}") from None
+
+
+def check_finite_loss(value: float, step: int, config: PretrainConfig) -> None:
+    """Stop a diverged pretraining with what to change, instead of training on NaN."""
+    if not math.isfinite(value):
+        raise WspaceError(f"pretraining diverged: the emulation loss is {value} at step {step} (learning rate "
+                          f"{config.lr:g}); start a new run with a lower --lr (the presets use 1e-3 and 1e-4)")
 
 
 def training_step(model, objective, optimizer, parameters, train: ZooSplit, batch_size: int,
@@ -280,8 +324,7 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
         if ckpt_path is None:
             raise WspaceError("resuming needs a checkpoint directory")
         state = load_checkpoint(ckpt_path)
-        encoder.load_state_dict(state["encoder"]), emulator.load_state_dict(state["emulator"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_checkpoint(state, encoder, emulator, optimizer, ckpt_path)
         rng = distributed.restore_rank_rng(state, ctx) if ctx.enabled else state["rng"]
         if rng is not None:
             generator.set_state(rng["generator"]), torch.set_rng_state(rng["torch"])
@@ -343,10 +386,13 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
             if ctx.enabled and (step % 10 == 0 or step == config.steps):
                 # the loss over the whole effective batch (a collective: every rank takes part)
                 total = distributed.sum_across_ranks(loss.detach().reshape(1) * local_batch, ctx)
+                check_finite_loss(total.item(), step, config)  # the same value, so the same decision, on every rank
                 if log_metrics and ctx.is_main:
                     log_metrics({"train/loss": total.item() / config.batch_size}, step)
-            elif log_metrics and (step % 10 == 0 or step == config.steps):
-                log_metrics({"train/loss": loss.item()}, step)
+            elif not ctx.enabled:
+                check_finite_loss(loss.item(), step, config)
+                if log_metrics and (step % 10 == 0 or step == config.steps):
+                    log_metrics({"train/loss": loss.item()}, step)
             if step % config.eval_every == 0 or step == config.steps:
                 last_eval = run_eval()
             if progress:

@@ -310,6 +310,7 @@ def read_only_db(tmp_path, store):
     import shutil
     import subprocess
 
+    Tracker(store, experiment="read-only")  # the module's store exists, with an experiment
     db = tmp_path / "ro.db"
     shutil.copy(store[len("sqlite:///"):], db)
     db.chmod(0o444)
@@ -327,7 +328,7 @@ def read_only_db(tmp_path, store):
 def test_read_only_sqlite_file_fails_before_work(read_only_db):
     before = read_only_db.read_bytes()
     with pytest.raises(WspaceError, match="is read-only .*make it .*writable.*--no-tracking"):
-        Tracker(f"sqlite:///{read_only_db}")
+        Tracker(f"sqlite:///{read_only_db}", experiment="read-only")
     assert read_only_db.read_bytes() == before
 
 

@@ -192,7 +192,8 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
         run_dir = work_dir / f"{name}-seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
-                    "encoder_name": name, "config": json.dumps(attrs.asdict(child_cfg))},
+                    "encoder_name": name, "config": json.dumps(attrs.asdict(child_cfg)),
+                    "zoo_fingerprint": zoo.fingerprint},
                    run_dir / "encoder.pt")  # loadable by `wspace predict --run <child run id or dir>`
         tracker.log_artifact(run_dir / "encoder.pt")
         tracker.log_dict(_finite(record), "results.json")

@@ -244,7 +244,7 @@ def restore_checkpoint(state, encoder: Encoder, emulator: Emulator, optimizer, p
     fix = f"delete {path} to restart this run's pretraining from step 0, or start a new run"
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise WspaceError(f"{path} is not a pretraining checkpoint of this wspace (it lacks "
+        raise WspaceError(f"{path} is not a wspace pretraining checkpoint of this version (it lacks "
                           f"{', '.join(missing)}); {fix}")
     if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
         raise WspaceError(f"{path} records step {state['step']!r}, not a step count; {fix}")

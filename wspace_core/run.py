@@ -228,7 +228,8 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
             status = "FINISHED"
             return distributed.broadcast_object(None, ctx)
         torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
-                    "encoder_name": config.encoder, "config": json.dumps(attrs.asdict(config))},
+                    "encoder_name": config.encoder, "config": json.dumps(attrs.asdict(config)),
+                    "zoo_fingerprint": zoo.fingerprint},  # what `wspace predict` finds the zoo by
                    run_dir / "encoder.pt")
         tracker.log_artifact(run_dir / "encoder.pt")
 

@@ -88,7 +88,7 @@ def check_encoder_fits(name: str, context, device: str) -> None:
     if have is not None and need > have:
         options = ", ".join(f"{k}={v}" for k, v in sorted(context.options.items())) or "its preset sizes"
         raise WspaceError(
-            f"encoder {name!r} with {options} has {params:,} parameters: pretraining it needs about "
+            f"encoder {name!r} with {options} has {params:,} parameters: training it needs about "
             f"{_gib(need)} on {device}, which has {_gib(have)} free; lower its size options "
             f"(--encoder-option, e.g. hidden, length, num_probes) or use a smaller --preset"
         )

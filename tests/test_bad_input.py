@@ -44,7 +44,7 @@ def compare_args(*extra: str) -> list[str]:
 
 
 #: what `wspace run` / `compare` print once work has started: a refusal must come before all of it
-BEFORE_WORK = ("reusing zoo", "building zoo", "training the no-information baseline", "pretraining ")
+BEFORE_WORK = ("reusing zoo", "building zoo", "training the no-information baseline", "by emulation (")
 
 
 def build_args(*extra: str) -> list[str]:

@@ -281,3 +281,14 @@ def test_library_pretrain_raises_on_nan(finished):
     config = PretrainConfig(**{**PRETRAIN_PRESETS["smoke"], "lr": 1e30})
     with pytest.raises(WspaceError, match="pretraining diverged"):
         pretrain(Zoo.open(finished["zoo"]), "layerwise_statistics", config, preset="smoke")
+
+
+def test_resume_of_a_run_started_with_a_bad_seed_is_refused(finished):
+    """A run directory written before seeds were checked (seed -1) no longer crashes on every
+    --resume after the baseline: its configuration is refused first."""
+    run_dir = interrupted_copy(finished, "bad-seed")
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "seed": -1}))
+    result = wspace("run", "--resume", run_dir, "--no-tracking")
+    refused(result, "config.json: seed must be an integer from 0 to 4294967295, got -1")
+    assert not any(w in result.output for w in WORK)

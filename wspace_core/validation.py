@@ -125,11 +125,11 @@ def filesystem_message(err: OSError) -> str | None:
         return None
     where = err.filename or "a file"
     if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = "free some space (or pass another --out-dir / --out) and run the same command again"
-    else:
-        fix = "make it writable or pass a folder you can write to (--out-dir / --out)"
-    return (f"cannot write {where}: {os_reason(err)}; {fix}. What was written before is intact "
-            f"(files are written to a temporary name and renamed)")
+        return (f"cannot write {where}: {os_reason(err)}; free some space (or pass another --out-dir / --out) "
+                f"and run the same command again. What was written before is intact (files are written to "
+                f"a temporary name and renamed)")
+    return (f"cannot use {where}: {os_reason(err)}; make it writable (and readable), or pass a folder you can "
+            f"write to (--out-dir / --out)")
 
 
 # ---- a whole run ----------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def encoder_context_for(config, zoo=None):
     if zoo is None and config.zoo_path:
         from wspace_core.zoo.store import Zoo
 
-        zoo = Zoo.open(config.zoo_path, expect_arch=config.arch)
+        zoo = Zoo.open(config.zoo_path, expect_arch=config.arch, verify=False)  # checksums: when the run opens it
     if zoo is not None:
         return encoder_context(zoo, config.z_dim, config.preset, config.encoder_options)
     from wspace_core.run import zoo_config_for

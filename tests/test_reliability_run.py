@@ -105,7 +105,7 @@ def test_predict_refuses_when_the_zoo_is_not_found(finished, tmp_path, monkeypat
     elsewhere = tmp_path / "elsewhere"
     edit_encoder_config(loose / "encoder.pt", out_dir=str(elsewhere))
     monkeypatch.chdir(tmp_path)
-    refused(wspace("predict", "--run", loose), "is not in", "pass it with --zoo PATH", "never builds a zoo")
+    refused(wspace("predict", "--run", loose), "that is not in", "pass that zoo with --zoo PATH", "never builds a zoo")
     assert not elsewhere.exists() and sorted(os.listdir(tmp_path)) == ["loose"]
     result = wspace("predict", "--run", loose, "--zoo", finished["zoo"], "--json")
     assert result.exit_code == 0, result.output

@@ -212,11 +212,17 @@ def save_checkpoint(path: Path, **payload) -> None:
         torch.save(payload, tmp)
         tmp.replace(path)
     except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as RuntimeError
+        import shutil
+
         tmp.unlink(missing_ok=True)
         kept = f"the previous checkpoint {path} is intact" if path.exists() else "no checkpoint was kept"
-        raise WspaceError(f"cannot write the checkpoint {path} ({str(err).splitlines()[0] or type(err).__name__}); "
-                          f"{kept}. Free disk space or make the folder writable, then continue with "
-                          f"`wspace run --resume RUN_DIR`") from None
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        raise WspaceError(f"cannot write the checkpoint {path} ({reason}{free}); {kept}. Free disk space or make "
+                          f"the folder writable, then continue with `wspace run --resume {path.parent}`") from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -253,12 +259,12 @@ def restore_checkpoint(state, encoder: Encoder, emulator: Emulator, optimizer, p
             module.load_state_dict(state[name])
         except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as err:
             raise WspaceError(f"{path}: the stored {name} weights do not fit this run's {name} "
-                              f"({str(err).splitlines()[0]}); the checkpoint is from another encoder, other "
+                              f"({' '.join(str(err).split())[:240]}); the checkpoint is from another encoder, other "
                               f"sizes or another wspace; {fix}") from None
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
-        raise WspaceError(f"{path}: the stored optimiser state does not fit this run ({str(err).splitlines()[0]}); "
+        raise WspaceError(f"{path}: the stored optimiser state does not fit this run ({' '.join(str(err).split())[:240]}); "
                           f"{fix}") from None
 
 

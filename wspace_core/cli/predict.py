@@ -33,16 +33,16 @@ def _out_dir_of(checkpoint: Path) -> Path | None:
 
 
 def find_zoo(config, fingerprint: str | None, checkpoint: Path, zoo_path: str | None):
-    """The zoo a run learned from, opened read-only: the one given (``--zoo``), else the zoo of the
-    run's settings in the output folder the run directory sits in (or the one its configuration
-    names), checked against the fingerprint the checkpoint recorded. Never builds one: a
-    checkpoint is data, and where it points is only looked at."""
+    """The zoo a run learned from, opened read-only: the one given (``--zoo``), else the zoo with
+    the fingerprint the checkpoint records, looked for under OUT_DIR/zoos of the output folder the
+    run directory sits in (then of the stored configuration's, and its ``zoo_path``). Never builds
+    one: a checkpoint is data, and where it points is only looked at."""
     import attrs
 
     from wspace_core.run import zoo_path_for
     from wspace_core.zoo.store import Zoo
 
-    recorded = f" (fingerprint {fingerprint})" if fingerprint else ""
+    recorded = f" with fingerprint {fingerprint}" if fingerprint else ""
     if zoo_path is not None:
         zoo = Zoo.open(zoo_path, expect_arch=config.arch)
         if fingerprint and zoo.fingerprint != fingerprint:
@@ -63,8 +63,8 @@ def find_zoo(config, fingerprint: str | None, checkpoint: Path, zoo_path: str | 
             return Zoo.open(path, expect_arch=config.arch)  # checked in full; the fingerprint is re-read
     looked = [str(config.zoo_path)] if config.zoo_path else []
     looked += [str(d / "zoos") for d in out_dirs]
-    raise WspaceError(f"the zoo {checkpoint} was trained on{recorded} is not in {' or '.join(looked)}; pass it "
-                      f"with --zoo PATH (`wspace predict` never builds a zoo)")
+    raise WspaceError(f"{checkpoint} was trained on a zoo{recorded} that is not in {' or '.join(looked)}; pass "
+                      f"that zoo with --zoo PATH (`wspace predict` never builds a zoo)")
 
 
 def _recorded_fingerprint(zoo_dir: Path) -> str | None:

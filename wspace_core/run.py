@@ -305,8 +305,8 @@ def check_resumable(run_dir: str | Path, config: RunConfig) -> None:
     another encoder, other sizes, an older or partial format. The encoder is built for the zoo
     the configuration describes (sizes checked first), on the CPU."""
     from wspace_core.emulation import Emulator
-    from wspace_core.pretrain import load_checkpoint, restore_checkpoint
-    from wspace_core.validation import encoder_context_for
+    from wspace_core.pretrain import load_checkpoint
+    from wspace_core.validation import encoder_context_for, restore_checkpoint
 
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():

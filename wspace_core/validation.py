@@ -5,6 +5,7 @@ or a step is trained (what fails late fails after hours)."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -92,6 +93,44 @@ def check_encoder_fits(name: str, context, device: str) -> None:
             f"{_gib(need)} on {device}, which has {_gib(have)} free; lower its size options "
             f"(--encoder-option, e.g. hidden, length, num_probes) or use a smaller --preset"
         )
+
+
+# ---- pretraining checkpoints and losses ----------------------------------------------------------
+
+#: what a pretraining checkpoint holds (``best_state`` may be None)
+CHECKPOINT_KEYS = ("encoder", "emulator", "optimizer", "rng", "step", "history", "stale_evals", "best_loss",
+                   "best_step", "best_metrics", "best_state")
+
+
+def restore_checkpoint(state, encoder, emulator, optimizer, path: Path) -> None:
+    """Load a pretraining checkpoint into freshly built modules, refusing one of another encoder,
+    other sizes or an older (partial) format with a message instead of a KeyError or size mismatch."""
+    fix = f"delete {path} to restart this run's pretraining from step 0, or start a new run"
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise WspaceError(f"{path} is not a wspace pretraining checkpoint of this version (it lacks "
+                          f"{', '.join(missing)}); {fix}")
+    if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
+        raise WspaceError(f"{path} records step {state['step']!r}, not a step count; {fix}")
+    for name, module in (("encoder", encoder), ("emulator", emulator)):
+        try:
+            module.load_state_dict(state[name])
+        except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as err:
+            raise WspaceError(f"{path}: the stored {name} weights do not fit this run's {name} "
+                              f"({' '.join(str(err).split())[:240]}); the checkpoint is from another encoder, other "
+                              f"sizes or another wspace; {fix}") from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
+        raise WspaceError(f"{path}: the stored optimiser state does not fit this run ({' '.join(str(err).split())[:240]}); "
+                          f"{fix}") from None
+
+
+def check_finite_loss(value: float, step: int, config) -> None:
+    """Stop a diverged pretraining with what to change, instead of training on NaN."""
+    if not math.isfinite(value):
+        raise WspaceError(f"pretraining diverged: the emulation loss is {value} at step {step} (learning rate "
+                          f"{config.lr:g}); start a new run with a lower --lr (the presets use 1e-3 and 1e-4)")
 
 
 # ---- files --------------------------------------------------------------------------------------

@@ -357,6 +357,8 @@ CASES = [
          ("encoder 'interactive_probing' with length=1000000000 has", "lower its size options"), absent=BEFORE_WORK),
     Case("compare-encoder-hidden-huge", compare_args("--encoder-option", "layerwise_statistics.hidden=10000000"),
          ("encoder 'layerwise_statistics' with hidden=10000000 has",), absent=BEFORE_WORK),
+    Case("run-batch-size-huge", run_args("--batch-size", str(10**9)),
+         ("a pretraining batch of 1,000,000,000 networks", "lower --batch-size"), absent=BEFORE_WORK),
     Case("run-tracking-garbage-scheme", [a for a in run_args() if a != "--no-tracking"]
          + ["--tracking-uri", "garbage://x"], ("has scheme 'garbage', which MLflow cannot track to", "--no-tracking"),
          absent=BEFORE_WORK),

@@ -95,6 +95,29 @@ def check_encoder_fits(name: str, context, device: str) -> None:
         )
 
 
+#: float32 values an emulator layer keeps per time step and hidden unit for the backward pass
+#: (an LSTM's four gates, cell and hidden state, their activations): a generous round figure
+EMULATOR_VALUES_PER_UNIT = 12
+
+
+def check_batch_fits(config, context) -> None:
+    """Refuse a pretraining batch whose data and emulator activations alone would not fit in the
+    memory the device has free: ``batch_size`` networks' weights, ``rollouts_per_network`` stored
+    sequences each, and the emulator's activations over them (an estimate, made before any work)."""
+    pre = config.pretrain
+    rollouts = max(pre.rollouts_per_network, pre.eval_rollouts)  # evaluation reads more, keeps no activations
+    steps, trained_steps = rollouts * context.sequence_length, pre.rollouts_per_network * context.sequence_length
+    per_network = (context.layout.num_params + steps * (context.input_size + context.output_size)
+                   + trained_steps * pre.emulator_hidden * pre.emulator_layers * EMULATOR_VALUES_PER_UNIT)
+    need = pre.batch_size * per_network * 4
+    have = available_memory(config.device)
+    if have is not None and need > have:
+        raise WspaceError(
+            f"a pretraining batch of {pre.batch_size:,} networks x {rollouts} rollouts of {context.sequence_length} "
+            f"steps needs about {_gib(need)} on {config.device}, which has {_gib(have)} free; lower --batch-size "
+            f"(or the preset's rollouts and emulator size)")
+
+
 # ---- pretraining checkpoints and losses ----------------------------------------------------------
 
 #: what a pretraining checkpoint holds (``best_state`` may be None)
@@ -225,3 +248,4 @@ def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None
     context = encoder_context_for(config, zoo)
     for name, options in encoders.items():
         check_encoder_fits(name, attrs.evolve(context, options=dict(options)), config.device)
+    check_batch_fits(config, context)

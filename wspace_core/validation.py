@@ -224,8 +224,10 @@ def encoder_context_for(config, zoo=None):
 
 def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None:
     """Everything about a run that can be checked before work starts: plugin names, the device,
-    seeds, the output folder, and that each encoder (``encoders``: name -> its options; default
-    the run's encoder) can be built with its options and fits in memory."""
+    the zoo settings (by working out the zoo's configuration), that each encoder (``encoders``:
+    name -> its options; default the run's encoder) can be built with its options and fits in
+    memory, that a pretraining batch fits, and the output folder. Seeds are checked where the
+    configuration is made (``RunConfig``)."""
     import attrs
 
     from wspace_core import plugins
@@ -235,8 +237,6 @@ def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None
     plugins.architectures().get(config.arch)
     plugins.task_families().get(config.task)
     plugins.objectives().get(config.pretrain.objective)
-    if "seed" in config.zoo:
-        check_seed(config.zoo["seed"], "--zoo-seed")
     encoders = {config.encoder: config.encoder_options} if encoders is None else encoders
     for name in encoders:
         plugins.encoders().get(name)
@@ -244,8 +244,8 @@ def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None
         strategy = options.get("probing_strategy")
         if isinstance(strategy, str):
             plugins.probing_strategies().get(strategy)
-    check_writable_dir(config.out_dir, "--out-dir")
     context = encoder_context_for(config, zoo)
     for name, options in encoders.items():
         check_encoder_fits(name, attrs.evolve(context, options=dict(options)), config.device)
     check_batch_fits(config, context)
+    check_writable_dir(config.out_dir, "--out-dir")  # last: it creates the folder

@@ -38,6 +38,15 @@ def run_args(*extra: str) -> list[str]:
             "--encoder", "layerwise_statistics", "--no-tracking", *extra]
 
 
+def compare_args(*extra: str) -> list[str]:
+    return ["compare", "--preset", "smoke", "--zoo-models", str(ZOO_MODELS), "--out-dir", "{out}",
+            "--encoders", "layerwise_statistics", "--skip-supervised", "--no-tracking", "--out", "{tmp}/report", *extra]
+
+
+#: what `wspace run` / `compare` print once work has started: a refusal must come before all of it
+BEFORE_WORK = ("reusing zoo", "building zoo", "training the no-information baseline", "by emulation (")
+
+
 def build_args(*extra: str) -> list[str]:
     return ["zoo", "build", "--task", "formal_languages", "--preset", "smoke", "--out", "{tmp}/new-zoo", *extra]
 
@@ -321,6 +330,42 @@ CASES = [
     Case("predict-missing-run", ["predict", "--run", "{tmp}/no/such/run"], ("no encoder checkpoint",)),
     Case("predict-empty-run-directory", ["predict", "--run", "{empty}"], ("no encoder checkpoint",), empty_dir),
     Case("resume-not-a-run-directory", ["run", "--resume", "{empty}"], ("not a `wspace run` directory",), empty_dir),
+    # checked before work starts (issue #11, item 9): nothing reused, built or trained first
+    Case("run-seed-negative", run_args("--seed", "-1"), ("seed must be an integer from 0 to 4294967295, got -1",),
+         absent=BEFORE_WORK),
+    Case("run-seed-beyond-64-bits", run_args("--seed", str(2**65)), ("seed must be an integer from 0 to",),
+         absent=BEFORE_WORK),
+    Case("toml-seed-negative", run_args("--config", "{config}"), ("seed must be an integer from 0",),
+         toml("seed = -7\n"), absent=BEFORE_WORK),
+    Case("compare-seeds-negative", compare_args("--seeds=-3,-2"),
+         ("every one of --seeds must be an integer from 0 to 4294967295, got -3",), absent=BEFORE_WORK),
+    Case("compare-seeds-beyond-range", compare_args("--seed", "4294967295", "--seeds", "2"),
+         ("the last of 2 seeds from --seed 4294967295 must be an integer",), absent=BEFORE_WORK),
+    Case("run-device-meta", run_args("--device", "meta"), ("device 'meta' is not one wspace computes on",
+                                                          "use cpu, cuda, cuda:N or mps"), absent=BEFORE_WORK),
+    Case("run-device-xpu", run_args("--device", "xpu"), ("device 'xpu' is not one wspace computes on",),
+         absent=BEFORE_WORK),
+    Case("build-device-meta", build_args("--device", "meta"), ("device 'meta' is not one wspace computes on",)),
+    Case("compare-device-cuda-without-gpu", compare_args("--device", "cuda"), ("torch sees no GPU", "--device cpu"),
+         skip=_skip_with_gpu, absent=BEFORE_WORK),
+    Case("compare-device-meta", compare_args("--device", "meta"), ("device 'meta' is not one wspace computes on",),
+         absent=BEFORE_WORK),
+    Case("run-encoder-hidden-huge", run_args("--encoder-option", "hidden=1000000"),
+         ("encoder 'layerwise_statistics' with hidden=1000000 has", "parameters", "lower its size options"),
+         absent=BEFORE_WORK),
+    Case("run-probe-length-huge", run_args("--encoder", "interactive_probing", "--encoder-option", "length=1000000000"),
+         ("encoder 'interactive_probing' with length=1000000000 has", "lower its size options"), absent=BEFORE_WORK),
+    Case("compare-encoder-hidden-huge", compare_args("--encoder-option", "layerwise_statistics.hidden=10000000"),
+         ("encoder 'layerwise_statistics' with hidden=10000000 has",), absent=BEFORE_WORK),
+    Case("run-batch-size-huge", run_args("--batch-size", str(10**9)),
+         ("a pretraining batch of 1,000,000,000 networks", "lower --batch-size"), absent=BEFORE_WORK),
+    Case("run-tracking-garbage-scheme", [a for a in run_args() if a != "--no-tracking"]
+         + ["--tracking-uri", "garbage://x"], ("has scheme 'garbage', which MLflow cannot track to", "--no-tracking"),
+         absent=BEFORE_WORK),
+    Case("run-out-dir-is-a-file", run_args("--out-dir", "{afile}"), ("--out-dir {afile} is a file, not a folder",),
+         a_file, absent=BEFORE_WORK),
+    Case("compare-out-is-a-file", compare_args("--out", "{afile}"), ("is a file",),
+         a_file, absent=BEFORE_WORK),
 ]
 
 
@@ -385,4 +430,4 @@ def test_zoo_of_another_architecture_refused(workspace):
 def test_case_count():
     """The list above is what the report counts; keep ids unique."""
     ids = [c.id for c in CASES]
-    assert len(ids) == len(set(ids)) and len(ids) >= 60
+    assert len(ids) == len(set(ids)) and len(ids) >= 75

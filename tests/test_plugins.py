@@ -246,3 +246,53 @@ def test_broken_installed_plugin_names_the_escape_hatch(monkeypatch):
     monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "")
     plugins.reset()
     assert "lstm" in plugins.architectures()
+
+
+# ---- hostile or broken plugins (issue #11, items 11 and 12): named, with the way out ----------------
+
+@pytest.mark.parametrize("item", [42, lambda context: None, "TinyArch", object],
+                         ids=["int", "lambda", "string", "not-a-subclass"])
+def test_registering_a_non_class_is_refused_at_registration(register_plugin, plugin_namespace, item):
+    from wspace_core.registry import WspaceError
+
+    @hookimpl
+    def register_encoders(register):
+        register("bogus", item)
+
+    plugin_namespace.register_encoders = register_encoders
+    register_plugin(plugin_namespace, name="sloppy-plugin")
+    with pytest.raises(WspaceError, match=r"plugin 'sloppy-plugin' registered encoder 'bogus' as .*not a subclass "
+                                          r"of wspace_core\.encoder\.Encoder.*WSPACE_LOAD_PLUGINS"):
+        plugins.encoders()
+    result = CliRunner().invoke(cli, ["list", "encoders"])  # not listed, then crashing when used
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "sloppy-plugin" in result.output and "bogus" in result.output
+
+
+def test_exception_in_a_hook_names_the_plugin(register_plugin, plugin_namespace):
+    from wspace_core.registry import WspaceError
+
+    @hookimpl
+    def register_objectives(register):
+        raise ZeroDivisionError("division by zero in the plugin's own code")
+
+    plugin_namespace.register_objectives = register_objectives
+    register_plugin(plugin_namespace, name="buggy-plugin")
+    with pytest.raises(WspaceError, match=r"plugin 'buggy-plugin' raised ZeroDivisionError in its "
+                                          r"register_objectives hook \(division by zero.*WSPACE_LOAD_PLUGINS=''"):
+        plugins.objectives()
+    result = CliRunner().invoke(cli, ["run", "--preset", "smoke", "--no-tracking"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and "buggy-plugin" in result.output
+
+
+def test_load_plugins_variable_naming_no_installed_plugin(fake_installed_plugin, monkeypatch):
+    from wspace_core.registry import WspaceError
+
+    monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "fake,fkae")
+    plugins.reset()
+    with pytest.raises(WspaceError, match=r"WSPACE_LOAD_PLUGINS names 'fkae', which no installed plugin is "
+                                          r"called; installed plugins: fake\. Correct the names"):
+        plugins.architectures()
+    result = CliRunner().invoke(cli, ["list", "architectures"])
+    assert result.exit_code == 1 and "'fkae'" in result.output and "Traceback" not in result.output

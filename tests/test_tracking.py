@@ -1,6 +1,7 @@
 """Tracking: what is logged to an MLflow store reads back; failures are clear and non-fatal."""
 
 import logging
+import os
 import re
 import socket
 import sys
@@ -266,3 +267,101 @@ def test_real_server_going_away_mid_run(tmp_path, caplog):
     assert time.monotonic() - start < 30
     warnings = [r for r in caplog.records if "tracking server unreachable" in r.getMessage()]
     assert len(warnings) == 1 and str(tmp_path / "local") in warnings[0].getMessage()
+
+
+# ---- hostile or unlucky tracking stores (issue #11, item 7): a message naming the fix, never a
+# MlflowException or sqlalchemy traceback, raised before any work, the store left as it was ----------
+
+@pytest.mark.parametrize("uri, pattern", [
+    ("garbage://x", "has scheme 'garbage', which MLflow cannot track to; use sqlite:///PATH/mlflow.db"),
+    ("mysqll://db/x", "has scheme 'mysqll'"),
+])
+def test_unknown_scheme_is_a_clear_error(uri, pattern):
+    with pytest.raises(WspaceError, match=re.escape(pattern)):
+        Tracker(uri)
+
+
+@pytest.mark.parametrize("form", ["relative", "file"])
+def test_file_store_uri_names_the_sqlite_uri_to_use(tmp_path, monkeypatch, form):
+    monkeypatch.chdir(tmp_path)
+    uri = "./tracking" if form == "relative" else (tmp_path / "tracking").as_uri()
+    try:
+        tracker = Tracker(uri)  # an MLflow that still writes file stores: it simply works
+    except WspaceError as err:
+        assert f"--tracking-uri sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}" in str(err)
+        assert "--no-tracking" in str(err)
+    else:
+        with tracker.start_run("file store"):
+            tracker.log_metrics({"x": 1.0}, 0)
+
+
+def test_corrupt_sqlite_file_is_refused_and_left_alone(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database" * 100)
+    before = db.read_bytes()
+    with pytest.raises(WspaceError, match="is not a usable MLflow database .*file is not a database.*--no-tracking"):
+        Tracker(f"sqlite:///{db}")
+    assert db.read_bytes() == before
+
+
+@pytest.fixture
+def read_only_db(tmp_path, store):
+    """A finished MLflow database the process cannot write (chmod; as root, an immutable file)."""
+    import shutil
+    import subprocess
+
+    Tracker(store, experiment="read-only")  # the module's store exists, with an experiment
+    db = tmp_path / "ro.db"
+    shutil.copy(store[len("sqlite:///"):], db)
+    db.chmod(0o444)
+    immutable = False
+    if os.access(db, os.W_OK):  # root ignores permissions
+        immutable = subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode == 0
+        if not immutable:
+            pytest.skip("cannot make a file read-only for this user")
+    yield db
+    if immutable:
+        subprocess.run(["chattr", "-i", str(db)])
+    db.chmod(0o644)
+
+
+def test_read_only_sqlite_file_fails_before_work(read_only_db):
+    before = read_only_db.read_bytes()
+    with pytest.raises(WspaceError, match="is read-only .*make it .*writable.*--no-tracking"):
+        Tracker(f"sqlite:///{read_only_db}", experiment="read-only")
+    assert read_only_db.read_bytes() == before
+
+
+def test_two_processes_creating_one_new_database(tmp_path):
+    """Both create (migrate) the same new SQLite store at once: alembic raced before the lock."""
+    import subprocess
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    code = ("import sys\nfrom wspace_core.tracking import Tracker\n"
+            f"t = Tracker({uri!r}, 'race')\nwith t.start_run('r'):\n    t.log_metrics({{'x': 1.0}}, 0)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, cwd=ROOT) for _ in range(3)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    runs = mlflow_tracking.MlflowClient(tracking_uri=uri).search_runs(
+        [mlflow_tracking.MlflowClient(tracking_uri=uri).get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 3
+
+
+@pytest.mark.parametrize("how", ["flag-garbage", "env-garbage", "flag-corrupt-db"])
+def test_bad_tracking_store_refused_by_run_before_any_work(tmp_path, monkeypatch, how):
+    from click.testing import CliRunner
+
+    from wspace_core.cli import cli
+
+    (tmp_path / "bad.db").write_text("not a database")
+    uri = {"flag-garbage": "garbage://x", "env-garbage": None, "flag-corrupt-db": f"sqlite:///{tmp_path / 'bad.db'}"}[how]
+    if how == "env-garbage":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "garbage://from-the-environment")
+    out = tmp_path / "out"
+    args = ["run", "--preset", "smoke", "--encoder", "layerwise_statistics", "--out-dir", str(out)]
+    result = CliRunner().invoke(cli, args + (["--tracking-uri", uri] if uri else []))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output and "Error: " in result.output
+    assert "--no-tracking" in result.output
+    assert not (out / "zoos").exists()  # refused before the zoo build

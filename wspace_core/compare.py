@@ -36,6 +36,7 @@ from wspace_core.report import bootstrap_ci, interval_dict, ordering_vs_paper, r
 from wspace_core.run import (BASELINE, embeddings, emulation_fidelity, ensure_zoo, json_default, pearson,
                              result_summary, task_labels)
 from wspace_core.task import SPLITS
+from wspace_core.validation import check_seed
 
 __all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders",
            "parse_seeds", "rebuild_report"]
@@ -101,13 +102,15 @@ def parse_seeds(spec: str | int, first: int = 0) -> tuple[int, ...]:
     text = str(spec).strip()
     try:
         if "," in text:
-            return tuple(int(s) for s in text.split(",") if s.strip())
+            return tuple(check_seed(int(s), "every one of --seeds") for s in text.split(",") if s.strip())
         count = int(text)
     except ValueError:
         raise WspaceError(f"--seeds takes a number of seeds or a comma list of seeds, got {spec!r}") from None
     if count < 1:
         raise WspaceError(f"--seeds must be at least 1, got {count}")
-    return tuple(range(first, first + count))
+    seeds = tuple(range(first, first + count))
+    check_seed(seeds[-1], f"the last of {count} seeds from --seed {first}")
+    return seeds
 
 
 def encoder_options_for(name: str, options: dict) -> dict:
@@ -189,7 +192,8 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
         run_dir = work_dir / f"{name}-seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
-                    "encoder_name": name, "config": json.dumps(attrs.asdict(child_cfg))},
+                    "encoder_name": name, "config": json.dumps(attrs.asdict(child_cfg)),
+                    "zoo_fingerprint": zoo.fingerprint},
                    run_dir / "encoder.pt")  # loadable by `wspace predict --run <child run id or dir>`
         tracker.log_artifact(run_dir / "encoder.pt")
         tracker.log_dict(_finite(record), "results.json")

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from wspace_core.registry import WspaceError
+from wspace_core.validation import check_seed_field
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,14 +38,21 @@ def _non_negative_float(instance, attribute, value):
         raise WspaceError(f"{attribute.name} must be a non-negative number, got {value!r}")
 
 
+#: device types wspace runs on; ``torch.device`` parses more (meta, xpu, ...), which fail late
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def check_device(instance, attribute, value) -> None:
-    """An attrs validator: ``value`` is a torch device name (cpu, cuda, cuda:N, mps, ...)."""
+    """An attrs validator: ``value`` is a torch device name wspace can compute on (cpu, cuda,
+    cuda:N, mps)."""
     import torch
 
     try:
-        torch.device(value)
+        device = torch.device(value)
     except (RuntimeError, TypeError, ValueError):
         raise WspaceError(f"unknown device {value!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type not in DEVICE_TYPES:
+        raise WspaceError(f"device {value!r} is not one wspace computes on; use cpu, cuda, cuda:N or mps")
 
 
 def require_device(value: str) -> None:
@@ -56,7 +64,8 @@ def require_device(value: str) -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise WspaceError(f"--device {value} was asked for but torch sees no GPU on this machine; use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise WspaceError(f"--device {value}: this machine has {torch.cuda.device_count()} GPU(s)")
+        raise WspaceError(f"--device {value}: this machine has {torch.cuda.device_count()} GPU(s); "
+                          f"use cuda:0 to cuda:{torch.cuda.device_count() - 1} or --device cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise WspaceError(f"--device {value} was asked for but torch has no MPS backend here; use --device cpu")
 
@@ -135,7 +144,7 @@ class RunConfig:
     task: str = "formal_languages"
     encoder: str = "interactive_probing"
     preset: str = attrs.field(default="quick", validator=_preset)
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=check_seed_field)
     z_dim: int = attrs.field(default=16, validator=_positive_int)
     device: str = attrs.field(default="cpu", validator=check_device)
     zoo: dict[str, Any] = attrs.field(factory=dict)  # overrides of the zoo preset (num_models, steps, ...)

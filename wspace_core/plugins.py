@@ -38,6 +38,20 @@ HOOK_KINDS: dict[str, str] = {
     "register_heads": "head",
 }
 
+#: hook name -> the class everything it registers must subclass (module:name, imported when collecting)
+HOOK_BASES: dict[str, str] = {
+    "register_architectures": "wspace_core.architecture:Architecture",
+    "register_task_families": "wspace_core.task:TaskFamily",
+    "register_encoders": "wspace_core.encoder:Encoder",
+    "register_probing_strategies": "wspace_core.probing:ProbingStrategy",
+    "register_objectives": "wspace_core.objective:Objective",
+    "register_heads": "wspace_core.objective:Head",
+}
+
+#: the way out when an installed plugin is broken, named in every error about one
+ESCAPE_HATCH = (f"fix or uninstall it, or start wspace without it: {LOAD_PLUGINS_ENV}='' loads no installed "
+                f"plugin, {LOAD_PLUGINS_ENV}=a,b only those named")
+
 pm = pluggy.PluginManager("wspace")
 pm.add_hookspecs(hookspecs)
 _loaded = False
@@ -55,15 +69,20 @@ def _installed_names() -> list[str]:
 
 def _load_installed() -> None:
     wanted = os.environ.get(LOAD_PLUGINS_ENV)
-    names = _installed_names() if wanted is None else [n.strip() for n in wanted.split(",") if n.strip()]
+    installed = _installed_names()
+    names = installed if wanted is None else [n.strip() for n in wanted.split(",") if n.strip()]
+    unknown = [n for n in names if n not in installed and n not in BUNDLED_PLUGINS]
+    if unknown:
+        raise WspaceError(
+            f"{LOAD_PLUGINS_ENV} names {', '.join(map(repr, unknown))}, which no installed plugin is called; "
+            f"installed plugins: {', '.join(installed) or '(none)'}. Correct the names, or unset "
+            f"{LOAD_PLUGINS_ENV} to load every installed plugin.")
     for name in names:
         try:
             pm.load_setuptools_entrypoints("wspace", name=name)
         except Exception as err:  # a broken third-party plugin must not take the CLI down silently
             raise WspaceError(
-                f"installed plugin {name!r} failed to load ({type(err).__name__}: {err}). Fix or "
-                f"uninstall it, or start wspace without it: {LOAD_PLUGINS_ENV}='' loads no installed "
-                f"plugin, {LOAD_PLUGINS_ENV}=a,b only those named."
+                f"installed plugin {name!r} failed to load ({type(err).__name__}: {err}); {ESCAPE_HATCH}."
             ) from err
 
 
@@ -71,24 +90,35 @@ def load_plugins() -> pluggy.PluginManager:
     """Register bundled and installed plugins once; a misspelled hookimpl fails here."""
     global _loaded
     if not _loaded:
-        _loaded = True
         for module_name in BUNDLED_PLUGINS:
             if pm.get_plugin(module_name) is None:
                 pm.register(importlib.import_module(module_name), name=module_name)
         _load_installed()
         pm.check_pending()
+        _loaded = True  # only once everything loaded: a failure is reported again, not forgotten
     return pm
 
 
 def _collect() -> dict[str, Registry]:
     load_plugins()
     pm.check_pending()
-    registries = {hook: Registry(kind) for hook, kind in HOOK_KINDS.items()}
+    registries = {hook: Registry(kind, base=_base(HOOK_BASES[hook])) for hook, kind in HOOK_KINDS.items()}
     for hook_name, registry in registries.items():
         caller = getattr(pm.hook, hook_name)
         for impl in caller.get_hookimpls():
-            impl.function(register=partial(registry.add, plugin=impl.plugin_name))
+            try:
+                impl.function(register=partial(registry.add, plugin=impl.plugin_name))
+            except WspaceError:
+                raise
+            except Exception as err:  # a plugin's own bug: named, with the way out
+                raise WspaceError(f"plugin {impl.plugin_name!r} raised {type(err).__name__} in its {hook_name} "
+                                  f"hook ({err}); {ESCAPE_HATCH}") from err
     return registries
+
+
+def _base(path: str) -> type:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def registries() -> dict[str, Registry]:

@@ -40,6 +40,7 @@ from wspace_core.emulation import Emulator
 from wspace_core.encoder import Encoder, EncoderContext, encode
 from wspace_core.objective import EmulationMetric, emulation_metrics
 from wspace_core.registry import WspaceError
+from wspace_core.validation import check_finite_loss, restore_checkpoint
 from wspace_core.task import TaskFamily
 
 
@@ -237,10 +238,24 @@ def clip_groups(encoder: nn.Module, emulator: nn.Module, scope: str) -> list[lis
 
 
 def save_checkpoint(path: Path, **payload) -> None:
-    """Weights and plain data only (loadable with weights_only=True), written atomically."""
+    """Weights and plain data only (loadable with weights_only=True), written atomically: a write
+    that fails (disk full, folder made read-only) leaves the previous checkpoint as it was."""
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as RuntimeError
+        import shutil
+
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous checkpoint {path} is intact" if path.exists() else "no checkpoint was kept"
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
+        try:
+            free = f"; {shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        raise WspaceError(f"cannot write the checkpoint {path} ({reason}{free}); {kept}. Free disk space or make "
+                          f"the folder writable, then continue with `wspace run --resume {path.parent}`") from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -316,8 +331,7 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
         if ckpt_path is None:
             raise WspaceError("resuming needs a checkpoint directory")
         state = load_checkpoint(ckpt_path)
-        encoder.load_state_dict(state["encoder"]), emulator.load_state_dict(state["emulator"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_checkpoint(state, encoder, emulator, optimizer, ckpt_path)
         rng = distributed.restore_rank_rng(state, ctx) if ctx.enabled else state["rng"]
         if rng is not None:
             generator.set_state(rng["generator"]), torch.set_rng_state(rng["torch"])
@@ -380,10 +394,13 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
             if ctx.enabled and (step % 10 == 0 or step == config.steps):
                 # the loss over the whole effective batch (a collective: every rank takes part)
                 total = distributed.sum_across_ranks(loss.detach().reshape(1) * local_batch, ctx)
+                check_finite_loss(total.item(), step, config)  # the same value, so the same decision, on every rank
                 if log_metrics and ctx.is_main:
                     log_metrics({"train/loss": total.item() / config.batch_size}, step)
-            elif log_metrics and (step % 10 == 0 or step == config.steps):
-                log_metrics({"train/loss": loss.item()}, step)
+            elif not ctx.enabled:
+                check_finite_loss(loss.item(), step, config)
+                if log_metrics and (step % 10 == 0 or step == config.steps):
+                    log_metrics({"train/loss": loss.item()}, step)
             if step % config.eval_every == 0 or step == config.steps:
                 last_eval = run_eval()
             if progress:

@@ -45,14 +45,19 @@ class DuplicateNameError(WspaceError):
 class Registry(Generic[T]):
     """name -> factory, remembering which plugin registered each name."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, base: type | None = None):
+        self.kind, self.base = kind, base  # base: what every registered item must subclass
         self._items: dict[str, T] = {}
         self._owners: dict[str, str] = {}
 
     def add(self, name: str, item: T, plugin: str) -> None:
         if not isinstance(name, str) or not name:
             raise WspaceError(f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}")
+        if self.base is not None and not (isinstance(item, type) and issubclass(item, self.base)):
+            raise WspaceError(
+                f"plugin {plugin!r} registered {self.kind} {name!r} as {item!r}, which is not a subclass of "
+                f"{self.base.__module__}.{self.base.__qualname__}; fix the plugin, or start wspace without it "
+                f"(WSPACE_LOAD_PLUGINS names the installed plugins to load)")
         if name in self._items:
             raise DuplicateNameError(self.kind, name, self._owners[name], plugin)
         self._items[name] = item

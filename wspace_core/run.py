@@ -19,6 +19,7 @@ from wspace_core.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen,
 from wspace_core.emulation import EmulatorArchitecture
 from wspace_core.pretrain import PretrainResult, ZooSplit, build_encoder, embed, encoder_context, pretrain
 from wspace_core.registry import WspaceError
+from wspace_core.validation import check_encoder_fits
 
 BASELINE = "no_information"
 #: files of a run directory: its configuration, its MLflow run, its checkpoint, its results
@@ -167,10 +168,13 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
     if not ctx.is_main:  # rank 0 alone prints, tracks and writes; the others train along
         tracker, echo, zoo_progress, pretrain_progress = Tracker.disabled(), _silent, None, None
     tracker = tracker or Tracker(config.tracking_uri, config.experiment, enabled=config.tracking)
-    zoo = ensure_zoo(config, echo, zoo_progress)
-    # a bad encoder option fails now, not after the baseline has trained
-    build_encoder(config.encoder, encoder_context(zoo, config.z_dim, config.preset, config.encoder_options))
     resuming = run_dir is not None
+    if resuming:  # a checkpoint that cannot be continued fails now, not after the baseline has trained
+        check_resumable(run_dir, config)
+    zoo = ensure_zoo(config, echo, zoo_progress)
+    # a bad encoder option, or one too large for this machine, fails now, not after the baseline has trained
+    check_encoder_fits(config.encoder, encoder_context(zoo, config.z_dim, config.preset, config.encoder_options),
+                       config.device)
     if not resuming:
         run_dir = _new_run_dir(config) if ctx.is_main else ""
         run_dir = distributed.broadcast_object(str(run_dir), ctx)  # rank 0's name on every rank
@@ -180,7 +184,11 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
     echo(f"{'continuing' if resuming else 'run directory'} {run_dir}")
     if getattr(tracker, "local_dir", False) is None:
         tracker.local_dir = run_dir  # named in the warning if the tracking store goes away
-    baseline = baseline_result(zoo, config, echo, pretrain_progress)
+    try:
+        baseline = baseline_result(zoo, config, echo, pretrain_progress)
+    except KeyboardInterrupt as err:
+        err.run_dir = run_dir  # what the interrupted run leaves is told from its directory
+        raise
 
     record = read_run_record(run_dir) if resuming else {}
     same_store = record.get("tracking_uri") == tracker.uri and record.get("experiment") == tracker.experiment
@@ -222,7 +230,8 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
             status = "FINISHED"
             return distributed.broadcast_object(None, ctx)
         torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
-                    "encoder_name": config.encoder, "config": json.dumps(attrs.asdict(config))},
+                    "encoder_name": config.encoder, "config": json.dumps(attrs.asdict(config)),
+                    "zoo_fingerprint": zoo.fingerprint},  # what `wspace predict` finds the zoo by
                    run_dir / "encoder.pt")
         tracker.log_artifact(run_dir / "encoder.pt")
 
@@ -270,11 +279,50 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
         if ctx.enabled:  # the other ranks return these results, as plain JSON data
             distributed.broadcast_object(json.loads(json.dumps(results, default=json_default)), ctx)
         return results
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         status = "KILLED"
+        err.run_dir = run_dir
+        raise
+    except WspaceError as err:  # e.g. a diverged pretraining: said in the MLflow run too
+        tracker.set_tags({"wspace.error": str(err)})
         raise
     finally:
         tracker.end_run(status)
+
+
+def interrupted_message(run_dir: str | Path | None) -> str:
+    """What an interrupted `wspace run` leaves behind, as it is on disk."""
+    if run_dir is None:
+        return ("interrupted before the run directory was made: the zoo keeps every committed chunk; "
+                "run the same command again to continue")
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        return (f"interrupted: the zoo keeps every committed chunk and the run its last pretraining checkpoint; "
+                f"continue it with `wspace run --resume {run_dir}`")
+    return (f"interrupted before the first pretraining checkpoint (nothing of the pretraining is saved yet); "
+            f"`wspace run --resume {run_dir}` starts the run again with its configuration, reusing the zoo")
+
+
+def check_resumable(run_dir: str | Path, config: RunConfig) -> None:
+    """Refuse, before any work, a checkpoint in ``run_dir`` that this run cannot continue from:
+    another encoder, other sizes, an older or partial format. The encoder is built for the zoo
+    the configuration describes (sizes checked first), on the CPU."""
+    from wspace_core.emulation import Emulator
+    from wspace_core.pretrain import load_checkpoint
+    from wspace_core.validation import encoder_context_for, restore_checkpoint
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return
+    state = load_checkpoint(path)  # a damaged or hostile file stops us here
+    context = encoder_context_for(config)
+    check_encoder_fits(config.encoder, context, "cpu")
+    encoder = build_encoder(config.encoder, context)
+    emulator = Emulator(context.input_size, context.output_size, config.z_dim, config.pretrain.emulator_hidden,
+                        config.pretrain.emulator_layers)
+    parameters = list(encoder.parameters()) + list(emulator.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.pretrain.lr, weight_decay=config.pretrain.weight_decay)
+    restore_checkpoint(state, encoder, emulator, optimizer, path)
 
 
 def _silent(message: str) -> None:
@@ -361,6 +409,16 @@ def config_from_dict(raw, source: str) -> RunConfig:
         raise WspaceError(f"{source} holds a configuration this wspace cannot read ({err}); start a new run") from None
 
 
+def resume_config(run_dir: str | Path) -> RunConfig:
+    """The configuration to continue ``run_dir`` with: the stored one, its output folder the one
+    the run directory is in (runs live in OUT_DIR/runs/<name>)."""
+    config = load_run_config(run_dir)
+    out_dir = Path(run_dir).resolve().parent.parent
+    if Path(config.out_dir).resolve() != out_dir:
+        config = attrs.evolve(config, out_dir=str(out_dir))
+    return config
+
+
 def resume_run(run_dir: str | Path, echo: Echo = print, zoo_progress=None, pretrain_progress=None,
                tracking_uri: str | None = None, tracking: bool | None = None) -> dict:
     """Continue the interrupted run in ``run_dir`` with the configuration stored there: the zoo
@@ -368,7 +426,7 @@ def resume_run(run_dir: str | Path, echo: Echo = print, zoo_progress=None, pretr
     metrics go to the same MLflow run (``tracking_uri`` overrides the recorded store). A finished
     run is not run again: its results are returned."""
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = resume_config(run_dir)
     results_path = run_dir / RESULTS_JSON
     if results_path.exists():
         echo(f"run {run_dir} already finished; nothing to continue")
@@ -376,17 +434,7 @@ def resume_run(run_dir: str | Path, echo: Echo = print, zoo_progress=None, pretr
             return json.loads(results_path.read_text())
         except (OSError, ValueError) as err:
             raise WspaceError(f"{results_path} is damaged ({err}); delete it to redo the evaluation") from None
-    if (run_dir / CHECKPOINT).exists():
-        from wspace_core.pretrain import load_checkpoint
-
-        state = load_checkpoint(run_dir / CHECKPOINT)  # a damaged or hostile file stops us before any work
-        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-            raise WspaceError(f"{run_dir / CHECKPOINT} is not a wspace pretraining checkpoint; delete it to "
-                              f"restart the pretraining of this run from step 0")
     record = read_run_record(run_dir)
-    out_dir = run_dir.resolve().parent.parent  # runs live in OUT_DIR/runs/<name>
-    if Path(config.out_dir).resolve() != out_dir:
-        config = attrs.evolve(config, out_dir=str(out_dir))
     from wspace_core.tracking import Tracker
 
     enabled = config.tracking if tracking is None else tracking

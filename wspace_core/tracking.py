@@ -11,6 +11,7 @@ tracker stops logging and training carries on (what the caller writes to its ``l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -93,6 +94,82 @@ def _unreachable_message(uri: str, detail: str) -> str:
         fix = ("check that the path exists and is writable, or pass another --tracking-uri "
                "(or set MLFLOW_TRACKING_URI); or pass --no-tracking")
     return f"cannot reach the MLflow tracking store at {uri} ({detail}); {fix}."
+
+
+#: URI schemes MLflow's tracking client accepts as a store (sqlalchemy ones may name a driver: mysql+pymysql)
+STORE_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def _is_file_store(uri: str) -> bool:
+    scheme = urllib.parse.urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")  # a path (C:\\ on Windows)
+
+
+def _file_store_message(uri: str, detail: str) -> str:
+    parsed = urllib.parse.urlparse(uri)
+    folder = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else uri)
+    return (f"tracking URI {uri!r} is a folder (MLflow's file store), which this MLflow refuses ({detail}); "
+            f"use a database in it, --tracking-uri sqlite:///{folder.expanduser().resolve() / 'mlflow.db'}, "
+            f"or an http(s):// server, or pass --no-tracking")
+
+
+def _check_scheme(uri: str) -> None:
+    """Refuse, naming what works, a scheme MLflow cannot track to (it fails with a traceback)."""
+    scheme = urllib.parse.urlparse(uri).scheme
+    if not _is_file_store(uri) and scheme.split("+")[0] not in STORE_SCHEMES:
+        raise WspaceError(f"tracking URI {uri!r} has scheme {scheme!r}, which MLflow cannot track to; use "
+                          f"sqlite:///PATH/mlflow.db, http(s)://HOST:PORT or another of "
+                          f"{', '.join(STORE_SCHEMES)} (check --tracking-uri and $MLFLOW_TRACKING_URI), "
+                          f"or pass --no-tracking")
+
+
+def _check_sqlite_writable(uri: str, db: Path) -> None:
+    """An existing SQLite file must be a database this process can write (a read-only or damaged
+    file otherwise fails only when the first run is logged, after the work)."""
+    import sqlite3
+
+    if not db.exists():
+        return
+    try:
+        con = sqlite3.connect(db, timeout=60, isolation_level=None)
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(f"PRAGMA user_version = {int(version)}")  # a write, rolled back: nothing changes
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as err:
+        if "readonly" in str(err) or "read-only" in str(err):
+            raise WspaceError(f"the MLflow database {db} is read-only ({err}); make it (and its folder) "
+                              f"writable, pass another --tracking-uri, or pass --no-tracking") from None
+        raise WspaceError(f"{db} is not a usable MLflow database ({err}); it is left as it is: pass another "
+                          f"--tracking-uri (e.g. sqlite:///{db.parent / 'mlflow-new.db'}), or --no-tracking") from None
+
+
+@contextlib.contextmanager
+def _store_lock(db: Path | None):
+    """Serialise the creation of a new SQLite store: two processes creating (migrating) one
+    database at once make alembic fail. A lock file next to it, POSIX only."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        fcntl = None
+    handle = None
+    if db is not None and fcntl is not None:
+        try:
+            handle = open(db.with_name(db.name + ".lock"), "a")
+        except OSError:  # an unwritable folder: the store itself will say so
+            handle = None
+    if handle is None:
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def _check_http_reachable(uri: str) -> None:
@@ -206,6 +283,7 @@ class Tracker:
                               "or pass --no-tracking.") from None
         _quiet_mlflow_logs()
         uri = self.uri
+        _check_scheme(uri)
         db = _sqlite_path(uri)
         if _is_http(uri):
             for name, value in HTTP_ENV_DEFAULTS.items():
@@ -216,12 +294,17 @@ class Tracker:
                 db.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise WspaceError(_unreachable_message(uri, str(err))) from None
-        self._client = MlflowClient(tracking_uri=uri)
         try:
-            self._experiment_id = self._ensure_experiment(db)
+            with _store_lock(db):
+                if db is not None:
+                    _check_sqlite_writable(uri, db)
+                self._client = MlflowClient(tracking_uri=uri)  # creates (migrates) a new database
+                self._experiment_id = self._ensure_experiment(db)
         except WspaceError:
             raise
         except Exception as err:  # mlflow wraps store failures in many types
+            if _is_file_store(uri):
+                raise WspaceError(_file_store_message(uri, _short(err).split(". ")[0])) from None
             if _is_unavailable(err) or db is not None:
                 raise WspaceError(_unreachable_message(uri, _short(err))) from None
             raise WspaceError(f"the MLflow tracking store at {uri} refused experiment "
@@ -285,7 +368,7 @@ class Tracker:
                 raise WspaceError(f"cannot resume MLflow run {run_id!r} at {self.uri}: it does not "
                                   f"exist there ({_short(err)}); check the run id and --tracking-uri.") from None
             if run.info.status != "RUNNING":
-                self._client.update_run(run_id, status="RUNNING")
+                self._call("resuming the run", self._client.update_run, run_id, status="RUNNING")
             self._stack.append(run_id)
             self._last = run_id
             if name:
@@ -297,7 +380,8 @@ class Tracker:
         except Exception as err:
             if _is_unavailable(err):
                 raise WspaceError(_unreachable_message(self.uri, _short(err))) from None
-            raise
+            raise WspaceError(f"the MLflow tracking store at {self.uri} refused a new run: {_short(err)}; "
+                              f"check --tracking-uri, or pass --no-tracking") from None
         self._stack.append(run.info.run_id)
         self._last = run.info.run_id
         return RunId(run.info.run_id, self)

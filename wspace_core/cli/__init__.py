@@ -55,6 +55,13 @@ class WspaceGroup(click.Group):
             return result
         except WspaceError as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:  # a full disk or a read-only folder met mid-work: said, not a traceback
+            from wspace_core.validation import filesystem_message
+
+            message = filesystem_message(err)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
         finally:  # under torchrun: every rank leaves the process group before the interpreter ends
             if "wspace_core.distributed" in sys.modules:  # (commands that never joined import no torch)
                 sys.modules["wspace_core.distributed"].teardown(finished=finished)

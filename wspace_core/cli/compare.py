@@ -58,20 +58,21 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
         wspace compare --arch lstm --task formal_languages --encoders all --seeds 3 --out report
         wspace compare --preset paper --task formal_languages --device cuda --out paper-report
     """
-    from wspace_core import plugins
-    from wspace_core.compare import CompareConfig, compare, parse_encoders, parse_seeds
+    from wspace_core.compare import CompareConfig, compare, encoder_options_for, parse_encoders, parse_seeds
     from wspace_core.report import paper_table2
+    from wspace_core.run import BASELINE
+    from wspace_core.validation import check_run, check_writable_dir
 
     config = config_from_options(None, opts)
-    plugins.architectures().get(config.arch)  # unknown names fail before any work
-    plugins.task_families().get(config.task)
-    plugins.objectives().get(config.pretrain.objective)
     encoders = parse_encoders(encoders_spec)
     if seeds_spec is None:
         seeds_spec = PAPER_SEEDS if config.preset == "paper" else QUICK_SEEDS
     seeds = parse_seeds(seeds_spec, config.seed)
+    # unknown names, the device, sizes and where the report goes fail before any work
+    check_run(config, {name: encoder_options_for(name, config.encoder_options) for name in (BASELINE, *encoders)})
     if report_dir is None:
         report_dir = str(Path(config.out_dir) / "reports" / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{config.task}")
+    check_writable_dir(report_dir, "--out")
     compare_config = CompareConfig(run=config, encoders=encoders, seeds=seeds, report_dir=report_dir,
                                    skip_supervised=skip_supervised, probe_networks=probe_networks,
                                    permutation_networks=permutation_networks, command=_command_line(ctx))

@@ -127,19 +127,11 @@ RESUME_OPTIONS = ("tracking_uri", "no_tracking")
 
 
 def check_plugins(config) -> None:
-    """Unknown plugin names and a device this machine lacks fail before any work is done."""
-    from wspace_core import plugins
-    from wspace_core.config import require_device
+    """Unknown plugin names, a device this machine lacks, bad seeds, an unwritable --out-dir and
+    an encoder too large for the machine fail before any work is done."""
+    from wspace_core.validation import check_run
 
-    require_device(config.device)
-
-    plugins.architectures().get(config.arch)
-    plugins.task_families().get(config.task)
-    plugins.encoders().get(config.encoder)
-    plugins.objectives().get(config.pretrain.objective)
-    strategy = config.encoder_options.get("probing_strategy")
-    if isinstance(strategy, str):
-        plugins.probing_strategies().get(strategy)
+    check_run(config)
 
 
 @click.command(name="run")
@@ -164,7 +156,7 @@ def run_command(encoder, resume_dir, **opts):
     Interrupted (Ctrl-C, a crash, a lost machine)? `wspace run --resume RUN_DIR` continues it;
     running the first command again reuses the zoo but starts pretraining afresh.
     """
-    from wspace_core.run import load_run_config, results_table, resume_run, run
+    from wspace_core.run import interrupted_message, results_table, resume_config, resume_run, run
 
     progress = Progress()
     echo = lambda m: click.echo(m, err=True)  # noqa: E731
@@ -175,7 +167,7 @@ def run_command(encoder, resume_dir, **opts):
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             raise WspaceError(f"--resume continues {resume_dir} with the configuration stored in it; drop "
                               f"{flags} (to change the configuration, start a new run)")
-        check_plugins(load_run_config(resume_dir))
+        check_plugins(resume_config(resume_dir))
         call = lambda: resume_run(resume_dir, echo, progress.zoo, progress.pretrain,  # noqa: E731
                                   tracking_uri=opts.get("tracking_uri"),
                                   tracking=False if opts.get("no_tracking") else None)
@@ -186,11 +178,9 @@ def run_command(encoder, resume_dir, **opts):
                            pretrain_progress=progress.pretrain)
     try:
         results = call()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         progress.close()
-        click.echo("interrupted: the zoo keeps every committed chunk and the run its last checkpoint; "
-                   "continue it with `wspace run --resume RUN_DIR` (the run directory printed above)",
-                   err=True)
+        click.echo(interrupted_message(getattr(err, "run_dir", resume_dir)), err=True)
         raise SystemExit(130)
     progress.close()
     from wspace_core import distributed

@@ -20,6 +20,7 @@ from wspace_core.emulation import EmulatorArchitecture
 from wspace_core.pretrain import PretrainResult, ZooSplit, build_encoder, embed, encoder_context, pretrain
 from wspace_core.registry import WspaceError
 from wspace_core.validation import check_encoder_fits
+from wspace_core.zoo.lock import LOCK_NAME, lock_alive, read_lock
 
 BASELINE = "no_information"
 #: files of a run directory: its configuration, its MLflow run, its checkpoint, its results
@@ -75,7 +76,9 @@ def ensure_zoo(config: RunConfig, echo: Echo, progress=None):
         if manifest.get("status") == "complete":
             echo(f"reusing zoo {path}")
             return Zoo.open(path, expect_arch=config.arch)
-        echo(f"resuming the interrupted zoo build in {path}")
+        held = (path / LOCK_NAME).exists() and lock_alive(path, LOCK_NAME, read_lock(path)) is not False
+        if not held:  # a builder that may be alive: build_zoo names it instead
+            echo(f"resuming the interrupted zoo build in {path}")
         return build_zoo(zoo_config, path, resume=True, progress=progress)
     echo(f"building zoo {path} ({zoo_config.num_models} {config.arch} networks on {config.task})")
     return build_zoo(zoo_config, path, resume=False, progress=progress)

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -689,3 +690,37 @@ def test_manifest_that_is_a_directory_is_a_clear_error(tmp_path, partial_zoo):
         refusal(runner.invoke(cli, command), f"{path / MANIFEST_NAME} is a directory where the zoo needs a file",
                 "move that directory away")
     assert tree(path) == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="OS file locks via fcntl")
+def test_wspace_run_does_not_announce_resuming_a_zoo_another_builder_holds(tmp_path):
+    """Issue #11.12: a second concurrent `wspace run` said "resuming the interrupted zoo build"
+    before the lock refused it; it now only names the live builder."""
+    from wspace_core.config import RunConfig
+    from wspace_core.run import ensure_zoo, zoo_config_for, zoo_path_for
+    from wspace_core.zoo.build import build_zoo
+    from wspace_core.zoo.lock import ZooLockedError
+
+    config = RunConfig(preset="smoke", out_dir=str(tmp_path))
+    path = zoo_path_for(config)
+
+    def stop(progress):
+        if progress.chunks_done >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # an interrupted build: a manifest that is not complete
+        build_zoo(attrs.evolve(zoo_config_for(config), chunk_size=4), path, progress=stop, workers=1)
+    holder = subprocess.Popen([sys.executable, "-c", FOREIGN_HOLDER, str(path / LOCK_NAME), str(os.getpid())],
+                              stdout=subprocess.PIPE, text=True)
+    said = []
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ZooLockedError, match="is being built by pid"):
+            ensure_zoo(config, said.append)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not [line for line in said if "resuming" in line], said
+    said.clear()
+    ensure_zoo(config, said.append)  # the holder gone: now it resumes, and says so
+    assert any("resuming the interrupted zoo build" in line for line in said), said

@@ -32,14 +32,14 @@ from torch import nn
 from wspace_core.architecture import Params
 from wspace_core.encoder import EncoderContext
 from wspace_encoders.base import WeightEncoder, mlp
-from wspace_encoders.config import PresetConfig, boolean, positive_int
+from wspace_encoders.config import WeightEncoderConfig, boolean, positive_int
 from wspace_encoders.structure import ParamStructure
 
 Key = tuple[str, ...]  # the neuron groups indexing a summary's axes, in order
 
 
 @attrs.frozen
-class DWSNetConfig(PresetConfig):
+class DWSNetConfig(WeightEncoderConfig):
     """``num_layers`` equivariant layers of ``channels`` channels, then an MLP with ``mlp_layers``
     hidden layers of width ``mlp_hidden``. ``diagonal``: recurrent matrices also offer their
     diagonal (self-connections) as a summary."""

@@ -56,8 +56,10 @@ class StaticProbing(ProbingStrategy):
 
 
 class InteractiveProbing(ProbingStrategy):
-    """Interactive: the probes at step t are decoded from the core's summary of every answer
-    before t, so they depend on what the network answered."""
+    """Interactive: each step's probes are decoded from the core's summary of the answers so far.
+
+    The summary at step t has read every answer before t, so the probes depend on what the
+    network answered."""
 
     def __init__(self, context: ProbingContext):
         super().__init__(context)

@@ -46,8 +46,10 @@ class LayerwiseStatisticsConfig(WeightEncoderConfig):
 
 
 class LayerwiseStatistics(WeightEncoder):
-    """mean, variance (unbiased, as the published code: ``torch.var``) and quantiles of each
-    parameter tensor (2 + len(quantiles) numbers per tensor) -> MLP -> z."""
+    """Mean, variance and quantiles of each parameter tensor -> MLP -> z.
+
+    2 + len(quantiles) numbers per tensor; the variance is unbiased, as the published code's
+    ``torch.var``."""
 
     name = "layerwise_statistics"
     config_class = LayerwiseStatisticsConfig

@@ -79,6 +79,8 @@ class ParameterTransformerConfig(WeightEncoderConfig):
 
 
 class ParameterTransformer(WeightEncoder):
+    """Weight-matrix rows (with their biases) as tokens -> transformer -> summary token -> z."""
+
     name = "parameter_transformer"
     config_class = ParameterTransformerConfig
     permutation_augmentation = True

@@ -266,6 +266,26 @@ def test_unknown_or_bad_option_fails_with_the_valid_ones(name):
         _encoder(name, arch, **{field: -3})
 
 
+def test_dwsnet_layer_option():
+    arch = ARCHS["lstm-2x9"]()
+    assert _encoder("dwsnet", arch).config.layer == "published"
+    full = _encoder("dwsnet", arch, layer="full", diagonal=False)
+    assert full.config.diagonal is False and full.feature_groups == [p.spatial for p in full.structures]
+    with pytest.raises(WspaceError, match="diagonal applies to layer=full only"):
+        _encoder("dwsnet", arch, diagonal=False)
+    with pytest.raises(WspaceError, match="layer must be one of published, full"):
+        _encoder("dwsnet", arch, layer="nope")
+
+
+def test_input_scale_is_an_option_off_by_default():
+    arch = ARCHS["lstm-2x9"]()
+    for name in ENCODERS:
+        assert _encoder(name, arch).input_scale is None
+        scaled = _encoder(name, arch, input_scale="true")
+        assert scaled.input_scale is not None
+        assert scaled.input_scale.log_scale.shape == (len(arch.layout.params),)
+
+
 def test_transformer_width_must_divide_into_heads():
     with pytest.raises(WspaceError, match="divisible"):
         _encoder("parameter_transformer", ARCHS["lstm-1x5"](), width=33, num_heads=2)

@@ -86,6 +86,8 @@ def test_unknown_option_lists_the_valid_ones():
         encoder("interactive_probing", lstm(ONEHOT), num_probe=3)
     with pytest.raises(WspaceError, match="num_probes must be a positive integer"):
         encoder("interactive_probing", lstm(ONEHOT), num_probes=0)
+    with pytest.raises(WspaceError, match="answers must be one of raw, log_probs"):
+        encoder("interactive_probing", lstm(ONEHOT), answers="logits")
     with pytest.raises(WspaceError, match="presets: paper, quick, smoke"):
         encoder("interactive_probing", lstm(ONEHOT), preset="huge")
 

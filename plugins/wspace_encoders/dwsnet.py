@@ -199,6 +199,9 @@ class DWSNet(WeightEncoder):
         super().__init__(context)
         cfg = self.config
         layers: list[nn.Module] = []
+        if cfg.layer == "published" and "diagonal" in context.options:
+            raise WspaceError("dwsnet option diagonal applies to layer=full only (the published "
+                              "layer has no diagonal terms); add layer=full or drop diagonal")
         if cfg.layer == "published":
             self.plan = PublishedLayerPlan(self.structures)
             sizes = axis_sizes(self.structures)

@@ -236,7 +236,9 @@ def test_dwsnet_changed_by_incomplete_permutation(left_out):
     encoder = _encoder("dwsnet", arch)
     with torch.no_grad():
         z, z_partial = encode(encoder, arch, params), encode(encoder, arch, partial)
-    assert (z_partial - z).abs().max(dim=1).values.min() > 1e-4, all_axes[left_out]
+    # correct permutation: ~1e-7; the published DWSNet layer's smallest change here is 5e-5
+    # (columns of the second layer's W_ih left out)
+    assert (z_partial - z).abs().max(dim=1).values.min() > 1e-5, all_axes[left_out]
 
 
 # -- end to end ---------------------------------------------------------------------------------

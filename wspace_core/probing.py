@@ -45,7 +45,8 @@ class ProbingStrategy(nn.Module):
     def forward(self, t: int, summary: torch.Tensor, last_output: torch.Tensor | None
                 ) -> torch.Tensor:
         """t: step; summary: (M, summary_size) the encoder's running summary of every answer so far
-        (zeros at t=0);
+        (at t=0, before any answer, the bundled encoders pass their core's output on its start
+        step, the same for every network);
         last_output: (M, P, output_size) the networks' previous raw outputs (None at t=0)."""
         raise NotImplementedError
 

@@ -1,12 +1,15 @@
-"""The four mechanistic weight encoders of the paper, sized from the architecture's parameter
-layout and symmetry spec only (no parameter is known by name):
+"""The four mechanistic weight encoders of the paper, as its published code builds them, sized
+from the architecture's parameter layout and symmetry spec only (no parameter is known by name):
 
-- ``layerwise_statistics``: per-tensor mean, std and quantiles -> MLP (permutation invariant)
+- ``layerwise_statistics``: per-tensor mean, variance and quantiles -> MLP (permutation invariant)
 - ``flattened_weights``: all weights flattened -> MLP (permutation augmentation)
-- ``parameter_transformer``: one token per neuron row -> transformer (permutation augmentation)
-- ``dwsnet``: permutation-equivariant weight-space layers -> invariant pooling -> MLP
+- ``parameter_transformer``: one token per weight-matrix row (with its bias) -> transformer
+  (permutation augmentation)
+- ``dwsnet``: the published permutation-equivariant weight-space layers -> invariant pooling -> MLP
 
-Every encoder returns z L2-normalised (unit norm per model)."""
+wspace's own variants are options: ``input_scale`` (every encoder), ``tokens=neurons`` and
+``norm_first`` (parameter transformer), ``layer=full`` (DWSNet). Every encoder returns z
+L2-normalised (unit norm per model)."""
 
 from wspace_core.hookspecs import hookimpl
 from wspace_encoders.dwsnet import DWSNet

@@ -1,5 +1,6 @@
-"""What the four mechanistic encoders share: config from preset + options, input scaling per
-parameter tensor, a check of the incoming parameters, and the final L2 normalisation of z."""
+"""What the four mechanistic encoders share: config from preset + options, the optional input
+scaling per parameter tensor, a check of the incoming parameters, and the final L2 normalisation
+of z."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from wspace_core.architecture import Params
 from wspace_core.encoder import EncoderContext, MechanisticEncoder
 from wspace_core.registry import WspaceError
-from wspace_encoders.config import PresetConfig
+from wspace_encoders.config import WeightEncoderConfig
 from wspace_encoders.structure import ParamStructure, param_structures, reference_fan_in
 
 
@@ -29,7 +30,8 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 class InputScale(nn.Module):
     """Multiplies each parameter tensor by a learned scale, initialised to √fan-in so that weights
-    at a typical initialisation (std ~ 1/√fan-in) enter the encoder with entries of order one."""
+    at a typical initialisation (std ~ 1/√fan-in) enter the encoder with entries of order one.
+    A wspace option (``input_scale=true``): the paper and its published code feed the raw weights."""
 
     def __init__(self, structures: tuple[ParamStructure, ...]):
         super().__init__()
@@ -44,18 +46,20 @@ class InputScale(nn.Module):
 
 class WeightEncoder(MechanisticEncoder):
     """Base of the bundled mechanistic encoders. Subclasses set ``config_class`` and implement
-    ``embed(params) -> (M, z_dim)`` on scaled parameters; ``forward`` returns z L2-normalised
-    (unit length per model), as the paper's encoders do (``normalize_embedding``)."""
+    ``embed(params) -> (M, z_dim)``; ``forward`` returns z L2-normalised (unit length per model),
+    as the published training normalises every encoder's output (``normalize_embedding``).
+    The parameters reach ``embed`` as they are, or scaled by ``InputScale`` when the option
+    ``input_scale`` is on."""
 
     #: registered name, used in error messages
     name: ClassVar[str] = ""
-    config_class: ClassVar[type[PresetConfig]]
+    config_class: ClassVar[type[WeightEncoderConfig]]
 
     def __init__(self, context: EncoderContext):
         super().__init__(context)
         self.config = self.config_class.from_options(context.preset, dict(context.options), self.name)
         self.structures = param_structures(context.layout, context.symmetry)
-        self.input_scale = InputScale(self.structures)
+        self.input_scale = InputScale(self.structures) if self.config.input_scale else None
 
     def embed(self, params: Params) -> torch.Tensor:
         raise NotImplementedError
@@ -63,7 +67,9 @@ class WeightEncoder(MechanisticEncoder):
     def forward(self, params: Params) -> torch.Tensor:
         """{name: (M, *shape)} -> z (M, z_dim), each row of unit L2 norm."""
         self._check(params)
-        z = self.embed(self.input_scale(params))  # (M, Z)
+        if self.input_scale is not None:
+            params = self.input_scale(params)
+        z = self.embed(params)  # (M, Z)
         return F.normalize(z, dim=-1)
 
     def _check(self, params: Params) -> None:

@@ -79,3 +79,12 @@ class PresetConfig:
             return attrs.evolve(base, **options)
         except WspaceError as error:
             raise WspaceError(f"encoder {encoder!r}: bad option value: {error}") from None
+
+
+@attrs.frozen
+class WeightEncoderConfig(PresetConfig):
+    """Options every bundled mechanistic encoder has. ``input_scale``: multiply each parameter
+    tensor by a learned scale initialised to √fan-in before encoding (a wspace option; neither
+    the paper nor the published code scales the weights, so it is off by default)."""
+
+    input_scale: bool = attrs.field(default=False, converter=boolean, kw_only=True)

@@ -1,7 +1,15 @@
 """DWSNet (Navon et al. 2023) for recurrent weights (the paper's appendix C), derived entirely
-from the symmetry spec.
+from the symmetry spec. Two layers (option ``layer``):
 
-Each parameter becomes a feature tensor ``(M, *neurons, C)``: one position per neuron of every
+- ``published`` (default): the published ``NPLinearLSTM`` layer (``published_layer.py``): gate
+  blocks as channels, input features and outputs as axes with learned position embeddings, and
+  the published selection of row, column and global terms. After the last layer every tensor
+  is averaged over all its positions, as published.
+- ``full`` (a wspace option, below): every summary a tensor offers reaches every output of the
+  same neuron groups, including transposes and the diagonals of recurrent matrices; fixed axes
+  are folded into channels, and pooling averages over the hidden-neuron axes only.
+
+In the ``full`` layer each parameter becomes a feature tensor ``(M, *neurons, C)``: one position per neuron of every
 permuted axis; gate blocks and fixed axes (input features, outputs) folded into the C channels
 (an LSTM's W_hh, rows in 4 gate blocks: 4 channels on a hidden x hidden grid; its W_ih of layer 0:
 4 x input channels on the hidden axis; the read-out bias: outputs channels, no axis).
@@ -31,24 +39,41 @@ from torch import nn
 
 from wspace_core.architecture import Params
 from wspace_core.encoder import EncoderContext
+from wspace_core.registry import WspaceError
 from wspace_encoders.base import WeightEncoder, mlp
-from wspace_encoders.config import PresetConfig, boolean, positive_int
+from wspace_encoders.config import WeightEncoderConfig, boolean, positive_int
+from wspace_encoders.published_layer import (PublishedEquivariantLayer, PublishedLayerPlan, axis_sizes,
+                                             published_channels, published_features)
 from wspace_encoders.structure import ParamStructure
+
+LAYERS = ("published", "full")
+
+
+def _layer(value) -> str:
+    if value not in LAYERS:
+        raise WspaceError(f"layer must be one of {', '.join(LAYERS)}, got {value!r}")
+    return value
 
 Key = tuple[str, ...]  # the neuron groups indexing a summary's axes, in order
 
 
 @attrs.frozen
-class DWSNetConfig(PresetConfig):
+class DWSNetConfig(WeightEncoderConfig):
     """``num_layers`` equivariant layers of ``channels`` channels, then an MLP with ``mlp_layers``
-    hidden layers of width ``mlp_hidden``. ``diagonal``: recurrent matrices also offer their
-    diagonal (self-connections) as a summary."""
+    hidden layers of width ``mlp_hidden``. ``layer``: ``published`` or ``full`` (module
+    docstring). ``diagonal`` (``full`` only): recurrent matrices also offer their diagonal
+    (self-connections) as a summary.
+
+    The paper preset is the published ``nf`` config: 4 layers of 48 channels, MLP 128 x 1:
+    1 279 736 parameters on the formal-language zoo, 1 282 400 on tiled MNIST, as the published
+    ``NFLSTMParameterEncoder``."""
 
     channels: int = attrs.field(default=16, converter=positive_int)
     num_layers: int = attrs.field(default=2, converter=positive_int)
     mlp_hidden: int = attrs.field(default=64, converter=positive_int)
     mlp_layers: int = attrs.field(default=1, converter=positive_int)
     diagonal: bool = attrs.field(default=True, converter=boolean)
+    layer: str = attrs.field(default="published", converter=_layer)
 
     presets = {
         "smoke": {"channels": 8, "num_layers": 2, "mlp_hidden": 32},
@@ -165,7 +190,7 @@ class EquivariantLayer(nn.Module):
 
 
 class DWSNet(WeightEncoder):
-    """Equivariant weight-space layers (ReLU between), mean over permuted axes, MLP -> z."""
+    """Equivariant weight-space layers (ReLU between), invariant mean pooling, MLP -> z."""
 
     name = "dwsnet"
     config_class = DWSNetConfig
@@ -173,19 +198,38 @@ class DWSNet(WeightEncoder):
     def __init__(self, context: EncoderContext):
         super().__init__(context)
         cfg = self.config
-        group_sizes = {g.name: g.size for g in context.symmetry.groups}
-        channels = [p.channels for p in self.structures]
-        layers = []
-        for _ in range(cfg.num_layers):
-            layers.append(EquivariantLayer(self.structures, channels, cfg.channels, group_sizes, cfg.diagonal))
-            channels = [cfg.channels] * len(self.structures)
+        layers: list[nn.Module] = []
+        if cfg.layer == "published" and "diagonal" in context.options:
+            raise WspaceError("dwsnet option diagonal applies to layer=full only (the published "
+                              "layer has no diagonal terms); add layer=full or drop diagonal")
+        if cfg.layer == "published":
+            self.plan = PublishedLayerPlan(self.structures)
+            sizes = axis_sizes(self.structures)
+            channels = published_channels(self.structures)
+            for _ in range(cfg.num_layers):
+                layers.append(PublishedEquivariantLayer(self.plan, channels, cfg.channels, sizes))
+                channels = cfg.channels
+            #: the group of every axis of every feature tensor (fixed axes have names of their own)
+            self.feature_groups = self.plan.groups
+        else:
+            group_sizes = {g.name: g.size for g in context.symmetry.groups}
+            channels_per_tensor = [p.channels for p in self.structures]
+            for _ in range(cfg.num_layers):
+                layers.append(EquivariantLayer(self.structures, channels_per_tensor, cfg.channels,
+                                               group_sizes, cfg.diagonal))
+                channels_per_tensor = [cfg.channels] * len(self.structures)
+            self.feature_groups = [p.spatial for p in self.structures]
         self.layers = nn.ModuleList(layers)
         self.mlp = mlp([len(self.structures) * cfg.channels] + [cfg.mlp_hidden] * cfg.mlp_layers
                        + [context.z_dim])
 
     def features(self, params: Params) -> list[torch.Tensor]:
-        """Equivariant features after the last layer: [(M, *neurons_p, channels)] in layout order."""
-        x = [p.to_features(params[p.name]) for p in self.structures]
+        """Equivariant features after the last layer: [(M, *axes_p, channels)] in layout order,
+        the axes of tensor p grouped as ``feature_groups[p]``."""
+        if self.config.layer == "published":
+            x = published_features(self.structures, params)
+        else:
+            x = [p.to_features(params[p.name]) for p in self.structures]
         for i, layer in enumerate(self.layers):
             if i:
                 x = [torch.relu(f) for f in x]

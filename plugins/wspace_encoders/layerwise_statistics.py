@@ -1,5 +1,5 @@
 """Layer-wise statistics (the paper's baseline after Unterthiner et al. 2020): for every parameter
-tensor — all gate blocks together — its mean, standard deviation and quantiles, into an MLP.
+tensor — all gate blocks together — its mean, variance and quantiles, into an MLP.
 Invariant to every hidden-neuron permutation by construction (statistics ignore order)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from wspace_core.architecture import Params
 from wspace_core.encoder import EncoderContext
 from wspace_core.registry import WspaceError
 from wspace_encoders.base import WeightEncoder, mlp
-from wspace_encoders.config import PresetConfig, positive_int
+from wspace_encoders.config import WeightEncoderConfig, positive_int
 
 
 def _quantiles(value) -> tuple[float, ...]:
@@ -25,8 +25,14 @@ def _quantiles(value) -> tuple[float, ...]:
 
 
 @attrs.frozen
-class LayerwiseStatisticsConfig(PresetConfig):
-    """MLP on the statistics: ``num_layers`` hidden layers of width ``hidden``."""
+class LayerwiseStatisticsConfig(WeightEncoderConfig):
+    """MLP on the statistics: ``num_layers`` hidden layers of width ``hidden``.
+
+    The paper preset is 768 x 3 (1 248 016 parameters on the formal-language zoo, the paper's
+    figure), the sizes the published ``training_configs.py`` gives this encoder
+    (``encoder_core_hidden_size`` 768, ``encoder_core_num_layers`` 3). The published
+    ``define_encoder`` reads the MLP fields (128 x 1) instead and so builds an 11 152-parameter
+    encoder from that config; wspace follows the config and the paper's count."""
 
     hidden: int = attrs.field(default=64, converter=positive_int)
     num_layers: int = attrs.field(default=2, converter=positive_int)
@@ -35,13 +41,15 @@ class LayerwiseStatisticsConfig(PresetConfig):
     presets = {
         "smoke": {"hidden": 32, "num_layers": 2},
         "quick": {"hidden": 64, "num_layers": 2},
-        "paper": {"hidden": 768, "num_layers": 3},  # ~1.25 M parameters (appendix)
+        "paper": {"hidden": 768, "num_layers": 3},
     }
 
 
 class LayerwiseStatistics(WeightEncoder):
-    """mean, std and quantiles of each parameter tensor (2 + len(quantiles) numbers per tensor)
-    -> MLP -> z."""
+    """Mean, variance and quantiles of each parameter tensor -> MLP -> z.
+
+    2 + len(quantiles) numbers per tensor; the variance is unbiased, as the published code's
+    ``torch.var``."""
 
     name = "layerwise_statistics"
     config_class = LayerwiseStatisticsConfig
@@ -58,10 +66,9 @@ class LayerwiseStatistics(WeightEncoder):
         features = []
         for p in self.structures:
             x = params[p.name].flatten(1)  # (M, numel)
-            var, mean = torch.var_mean(x, dim=1, correction=0)  # (M,), (M,)
-            std = (var + 1e-12).sqrt()  # finite gradient for constant tensors (e.g. zero biases)
+            var, mean = torch.var_mean(x, dim=1, correction=1 if x.shape[1] > 1 else 0)  # (M,), (M,)
             quantiles = torch.quantile(x, self.quantile_levels.to(x.dtype), dim=1).T  # (M, Q)
-            features.append(torch.cat([mean[:, None], std[:, None], quantiles], dim=1))
+            features.append(torch.cat([mean[:, None], var[:, None], quantiles], dim=1))
         return torch.cat(features, dim=1)
 
     def embed(self, params: Params) -> torch.Tensor:

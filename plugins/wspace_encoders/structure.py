@@ -176,6 +176,26 @@ def row_sets(structures: tuple[ParamStructure, ...], merge_blocks: bool = False)
     )
 
 
+def weight_row_sets(structures: tuple[ParamStructure, ...]) -> tuple[RowSet, ...]:
+    """One set per weight matrix: its rows, each with the matching entry of its bias appended
+    (the published parameter transformer's tokens). Within a row set (``row_sets``) the matrices
+    and the vectors are paired in layout order — the k-th matrix takes the k-th vector (torch's
+    W_ih with b_ih, W_hh with b_hh, the read-out weight with its bias); vectors beyond the
+    number of matrices go with the last matrix, and a row set without a matrix stays whole.
+    Blocks are never merged: one row per (gate block, neuron)."""
+    out: list[RowSet] = []
+    for row_set in row_sets(structures):
+        matrices = [p for p in row_set.params if len(p.shape) >= 2]
+        vectors = [p for p in row_set.params if len(p.shape) < 2]
+        if not matrices:
+            out.append(row_set)
+            continue
+        for k, matrix in enumerate(matrices):
+            paired = vectors[k:k + 1] if k < len(matrices) - 1 else vectors[k:]
+            out.append(RowSet(row_set.group, (matrix, *paired), merge_blocks=False))
+    return tuple(out)
+
+
 def reference_fan_in(structures: tuple[ParamStructure, ...]) -> dict[str, int]:
     """name -> the fan-in its entries are scaled by (weights of typical init have std ~ 1/√fan-in):
     a matrix's own fan-in; a vector's the largest fan-in among the matrices of its row set."""

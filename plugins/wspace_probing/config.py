@@ -40,19 +40,32 @@ def _optional_name(instance, attribute, value):
                           f"registered probing strategy, got {value!r}")
 
 
-#: default probing length of the paper, by the task's input kind (formal languages; tiled MNIST)
-PAPER_LENGTH = {"onehot": 22, "continuous": 51}
+#: the published probing length, by the task's input kind: 22 for formal languages
+#: (``training_configs.py``), the 49 tiles + 1 = 50 for tiled MNIST (``training_script.py`` sets
+#: ``probing_sequence_length = sequence_length + 1`` for that dataset)
+PAPER_LENGTH = {"onehot": 22, "continuous": 50}
+
+ANSWERS = ("raw", "log_probs")
+
+
+def _answers(instance, attribute, value):
+    if value not in ANSWERS:
+        raise WspaceError(f"probing encoder option answers must be one of {', '.join(ANSWERS)}, "
+                          f"got {value!r}")
 
 
 @attrs.frozen
 class ProbingConfig:
-    """Sizes of a probing encoder.
+    """Sizes of a probing encoder (the published ``InteractiveEncoder``'s, see encoder.py).
 
-    core_hidden × core_layers: the core LSTM E_R; mlp_hidden × mlp_layers: width and number of
-    hidden layers of the input MLP E_I (inside the strategy) and the output MLP E_O;
-    num_probes: P parallel probing sequences per network; length: T probing steps (None: the
-    preset's default for the task); probing_strategy: a registered strategy name (None: the
-    encoder's default).
+    core_hidden × core_layers: the residual LSTM core; mlp_hidden × mlp_layers: width of the
+    probe encodings and width and number of hidden layers of the probe decoder E_I (inside the
+    strategy) and of the z head; num_probes: P parallel probing sequences per network; length:
+    T probing steps (None: the preset's default for the task); probing_strategy: a registered
+    strategy name (None: the encoder's default); answers: what the core reads of a categorical
+    answer, the raw outputs (logits) as published or their log-probabilities (a wspace option:
+    a network's function is its distribution, and a constant shift of its logits is not a
+    different function).
     """
 
     core_hidden: int = attrs.field(converter=_to_int, validator=_positive)
@@ -62,10 +75,11 @@ class ProbingConfig:
     num_probes: int = attrs.field(converter=_to_int, validator=_positive)
     length: int | None = attrs.field(default=None, converter=_to_int, validator=_optional_positive)
     probing_strategy: str | None = attrs.field(default=None, validator=_optional_name)
+    answers: str = attrs.field(default="raw", validator=_answers)
 
 
 PRESETS: dict[str, ProbingConfig] = {
-    # Herrmann et al. 2024: LSTM 256 x 2, MLPs 128 x 1, 8 parallel probing sequences
+    # the published interactive_8 / noninteractive_8 configs: core 256 x 2, MLPs 128 x 1, P = 8
     "paper": ProbingConfig(core_hidden=256, core_layers=2, mlp_hidden=128, mlp_layers=1, num_probes=8),
     # a laptop CPU in minutes
     "quick": ProbingConfig(core_hidden=64, core_layers=1, mlp_hidden=64, mlp_layers=1, num_probes=4),

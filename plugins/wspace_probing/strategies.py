@@ -1,9 +1,13 @@
-"""The bundled probing strategies: learned static sequences and interactive probing.
+"""The bundled probing strategies: learned static sequences and interactive probing, as in the
+published ``InteractiveEncoder`` (Herrmann et al. 2024, §3; ``modules_rnn_encoders.py``).
 
-Both follow Herrmann et al. 2024, §3: learned probe embeddings S_t (one per step and parallel
-probe) pass through the input MLP E_I to give the probe inputs (softmax over tokens for one-hot
-inputs, sigmoid for continuous ones). The interactive strategy also feeds E_I the encoder's
-running summary, so later probes depend on what the networks answered.
+Both make the probes of step t in two stages: a source vector of the core's width is projected
+to one encoding per parallel probe (``Linear(summary_size, P·hidden_size)`` + ReLU: each probe
+its own projection), and the shared decoder E_I (an MLP with ``hidden_layers`` hidden layers of
+``hidden_size``) turns each encoding into the probe input (softmax over tokens for one-hot inputs,
+sigmoid for continuous ones). The static strategy's source is a learned vector S_t per step, the
+same for every network (non-interactive probing); the interactive strategy's source is the core's
+running summary of every answer so far (interactive probing).
 """
 
 from __future__ import annotations
@@ -16,6 +20,21 @@ from wspace_core.probing import ProbingContext, ProbingStrategy
 from wspace_probing.mlp import mlp
 
 
+class ProbeDecoder(nn.Module):
+    """(..., summary_size) -> (..., P, input_size): each probe's own projection, then E_I."""
+
+    def __init__(self, context: ProbingContext):
+        super().__init__()
+        c = context
+        self.num_probes = c.num_probes
+        self.project = nn.Linear(c.summary_size, c.num_probes * c.hidden_size)  # one encoding per probe
+        self.decoder = mlp(c.hidden_size, c.hidden_size, c.hidden_layers, c.input_size)  # E_I
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        encodings = rearrange(self.project(source).relu(), "... (p e) -> ... p e", p=self.num_probes)
+        return self.decoder(encodings)  # (..., P, I) logits
+
+
 class StaticProbing(ProbingStrategy):
     """Non-interactive: P learned probe sequences of length T, the same for every network."""
 
@@ -24,39 +43,27 @@ class StaticProbing(ProbingStrategy):
     def __init__(self, context: ProbingContext):
         super().__init__(context)
         c = context
-        self.embeddings = nn.Parameter(torch.randn(c.length, c.num_probes, c.hidden_size))  # S: (T, P, E)
-        self.input_mlp = mlp(c.hidden_size, c.hidden_size, c.hidden_layers, c.input_size)  # E_I
+        self.embeddings = nn.Parameter(torch.randn(c.length, c.summary_size))  # S: (T, H)
+        self.probe = ProbeDecoder(c)
 
     def all_probes(self, summary: torch.Tensor) -> torch.Tensor:
-        probes = self.activate(self.input_mlp(self.embeddings))  # (T, P, I)
+        probes = self.activate(self.probe(self.embeddings))  # (T, P, I)
         return probes.unsqueeze(0).expand(summary.shape[0], *probes.shape)  # (M, T, P, I)
 
     def forward(self, t, summary, last_output):
-        probes = self.activate(self.input_mlp(self.embeddings[t]))  # (P, I)
+        probes = self.activate(self.probe(self.embeddings[t]))  # (P, I)
         return probes.unsqueeze(0).expand(summary.shape[0], *probes.shape)  # (M, P, I)
 
 
 class InteractiveProbing(ProbingStrategy):
-    """Interactive: E_I([S_t, summary_{t-1}]), so the probes at step t depend on every answer before t.
+    """Interactive: each step's probes are decoded from the core's summary of the answers so far.
 
-    E_I's first layer on the concatenation is split into W_s S_t + W_r summary, so the summary
-    part is computed once per network, not once per network and probe.
-    """
+    The summary at step t has read every answer before t, so the probes depend on what the
+    network answered."""
 
     def __init__(self, context: ProbingContext):
         super().__init__(context)
-        c = context
-        self.embeddings = nn.Parameter(torch.randn(c.length, c.num_probes, c.hidden_size))  # S: (T, P, E)
-        first_out = c.hidden_size if c.hidden_layers > 0 else c.input_size
-        self.from_embedding = nn.Linear(c.hidden_size, first_out)  # W_s, b
-        self.from_summary = nn.Linear(c.summary_size, first_out, bias=False)  # W_r
-        self.rest = (mlp(c.hidden_size, c.hidden_size, c.hidden_layers - 1, c.input_size)
-                     if c.hidden_layers > 0 else nn.Identity())
-        self._relu_first = c.hidden_layers > 0
+        self.probe = ProbeDecoder(context)
 
     def forward(self, t, summary, last_output):
-        pre = self.from_embedding(self.embeddings[t]) + rearrange(self.from_summary(summary),
-                                                                  "m h -> m 1 h")  # (M, P, H)
-        if self._relu_first:
-            pre = pre.relu()
-        return self.activate(self.rest(pre))  # (M, P, I)
+        return self.activate(self.probe(summary))  # (M, P, I)

@@ -26,7 +26,7 @@ ZOOS = {
 }
 
 #: (encoder, zoo) -> parameters of the published module at the published config. The probing
-#: encoders: the interactive_8 / noninteractive_8 configs (P = 8, the paper preset).
+#: encoders: the interactive_1 / noninteractive_1 configs (P = 1, the paper preset).
 PUBLISHED = {
     ("layerwise_statistics", "formal_languages"): 1_248_016,  # ParameterStatisticsEncoder, MLP 768 x 3
     ("layerwise_statistics", "tiled_mnist"): 1_248_016,
@@ -36,14 +36,14 @@ PUBLISHED = {
     ("parameter_transformer", "tiled_mnist"): 1_278_480,
     ("dwsnet", "formal_languages"): 1_279_736,  # NFLSTMParameterEncoder
     ("dwsnet", "tiled_mnist"): 1_282_400,
-    ("noninteractive_probing", "formal_languages"): 1_388_054,  # InteractiveEncoder
-    ("noninteractive_probing", "tiled_mnist"): 1_404_704,
-    ("interactive_probing", "formal_languages"): 1_388_054,
-    ("interactive_probing", "tiled_mnist"): 1_404_704,
+    ("noninteractive_probing", "formal_languages"): 1_147_030,  # InteractiveEncoder
+    ("noninteractive_probing", "tiled_mnist"): 1_156_512,
+    ("interactive_probing", "formal_languages"): 1_147_030,
+    ("interactive_probing", "tiled_mnist"): 1_156_512,
 }
 
-#: the same with one probing sequence (interactive_1 / noninteractive_1)
-PUBLISHED_ONE_PROBE = {"formal_languages": 1_147_030, "tiled_mnist": 1_156_512}
+#: the probing encoders with eight probing sequences (the interactive_8 / noninteractive_8 ablations)
+PUBLISHED_EIGHT_PROBES = {"formal_languages": 1_388_054, "tiled_mnist": 1_404_704}
 
 #: the figures the paper itself gives (appendix), formal-language zoo
 PAPER = {"layerwise_statistics": 1_248_016, "parameter_transformer": 1_276_688}
@@ -91,8 +91,10 @@ def test_paper_preset_has_the_published_parameter_count(name, zoo):
     assert ours == published - dead(name, zoo)
     if (name, zoo) != ("interactive_probing", "tiled_mnist"):
         assert abs(ours - published) <= 0.01 * published
-    else:  # 14 080 unread parameters of the published module: 1.002 % of it
-        assert abs(ours - published) <= 0.0101 * published
+    else:  # the published module's 14 080 unread parameters (h0, c0 and 51 static probe vectors
+        # weighted by 0) are 1.22 % of it: the one case outside 1 %, documented in
+        # docs/reproducing-the-paper.md; everything that reaches z is counted exactly above
+        assert published - ours == 2 * LAYERS * H + (LENGTH[zoo] + 1) * H == 14_080
 
 
 @pytest.mark.parametrize("name", list(PAPER))
@@ -104,9 +106,9 @@ def test_the_papers_own_figures(name):
 
 @pytest.mark.parametrize("zoo", list(ZOOS))
 @pytest.mark.parametrize("name", ["noninteractive_probing", "interactive_probing"])
-def test_one_probing_sequence_has_the_published_count(name, zoo):
-    _, encoder = build(name, zoo, num_probes=1)
-    assert count(encoder) == PUBLISHED_ONE_PROBE[zoo] - dead(name, zoo)
+def test_eight_probing_sequences_have_the_published_count(name, zoo):
+    _, encoder = build(name, zoo, num_probes=8)
+    assert count(encoder) == PUBLISHED_EIGHT_PROBES[zoo] - dead(name, zoo)
 
 
 # -- the published definitions on small cases ------------------------------------------------

@@ -65,10 +65,10 @@ def test_paper_preset(input_kind, length):
                   sequence_length=7)
     c = enc.config
     assert (c.core_hidden, c.core_layers, c.mlp_hidden, c.mlp_layers, c.num_probes, c.length) == (
-        256, 2, 128, 1, 8, length)
+        256, 2, 128, 1, 1, length)
     assert [(lstm.hidden_size, lstm.num_layers) for lstm in enc.core] == [(256, 1), (256, 1)]
     assert enc.strategy.embeddings.shape == (length, 256)  # one static vector per step
-    assert enc.strategy.probe.project.out_features == 8 * 128  # one 128-wide encoding per probe
+    assert enc.strategy.probe.project.out_features == 1 * 128  # one 128-wide encoding per probe
 
 
 def test_options_override_preset_and_small_presets_follow_the_task_length():

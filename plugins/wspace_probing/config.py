@@ -23,9 +23,20 @@ def _positive(instance, attribute, value):
                           f"got {value!r}")
 
 
-def _optional_positive(instance, attribute, value):
-    if value is not None:
-        _positive(instance, attribute, value)
+#: the longest probing sequence accepted: every step runs the target networks once more and the
+#: whole sequence is kept for backpropagation, so a typo such as length=100000 would otherwise
+#: run for hours and then exhaust memory (the published lengths are 7 to 50)
+MAX_LENGTH = 4096
+
+
+def _length(instance, attribute, value):
+    if value is None:
+        return
+    _positive(instance, attribute, value)
+    if value > MAX_LENGTH:
+        raise WspaceError(f"probing encoder option length={value} is longer than wspace accepts "
+                          f"({MAX_LENGTH} steps; the paper probes 22 steps for formal languages, 50 "
+                          f"for tiled MNIST): pass a shorter --encoder-option length=N")
 
 
 def _hidden_layers(instance, attribute, value):
@@ -73,7 +84,7 @@ class ProbingConfig:
     mlp_hidden: int = attrs.field(converter=_to_int, validator=_positive)
     mlp_layers: int = attrs.field(converter=_to_int, validator=_hidden_layers)
     num_probes: int = attrs.field(converter=_to_int, validator=_positive)
-    length: int | None = attrs.field(default=None, converter=_to_int, validator=_optional_positive)
+    length: int | None = attrs.field(default=None, converter=_to_int, validator=_length)
     probing_strategy: str | None = attrs.field(default=None, validator=_optional_name)
     answers: str = attrs.field(default="raw", validator=_answers)
 

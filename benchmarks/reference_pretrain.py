@@ -139,6 +139,7 @@ def make_published_step(encoder: str, dataset_dir: Path, objective: str, batch_s
 
     def step() -> None:  # the body of its training loop (logging and evaluation aside)
         nonlocal batches
+        ts.args = args  # its CombinedEncoderEmulator reads the module-level ``args`` (permutation augmentation)
         batch = next(batches, None)
         if batch is None:  # a new epoch, as its ``while True`` loop makes a new DataLoader
             # drop_last: every timed step sees a whole batch (its loader would end an epoch short)

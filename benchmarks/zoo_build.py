@@ -45,6 +45,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import statistics
 import sys
@@ -290,7 +291,7 @@ def time_reference_loop(reference_dir: str, config, processes: int, loop_models:
     settings = {"steps": schedule.steps, "snapshot_steps": list(schedule.snapshot_steps),
                 "batch_size": schedule.batch_size, "lr_points": [list(p) for p in schedule.lr_points],
                 "weight_decay": schedule.weight_decay, "tokens": task.sequence_length + 1,
-                "max_n": config.task_settings.get("max_n", 10), "hidden": config.hidden_size,
+                "max_n": task.config.max_n, "hidden": config.hidden_size,
                 "layers": config.num_layers, "eval_strings": config.task_settings["num_eval_strings"],
                 "rollouts": config.num_rollouts}
     ctx = mp.get_context("spawn")
@@ -304,11 +305,21 @@ def time_reference_loop(reference_dir: str, config, processes: int, loop_models:
                  for p in range(processes)]
         for proc in procs:
             proc.start()
-        outcomes = [results.get() for _ in procs]
-        for proc in procs:
-            proc.join()
-            if proc.exitcode != 0:
-                raise RuntimeError(f"a published-loop process exited with code {proc.exitcode}")
+        outcomes = []
+        try:
+            while len(outcomes) < len(procs):
+                try:
+                    outcomes.append(results.get(timeout=5))
+                except queue.Empty:
+                    dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        raise RuntimeError(f"a published-loop process failed (exit code {dead[0]}); its error is "
+                                           f"printed above") from None
+        finally:
+            for proc in procs:
+                if proc.is_alive() and len(outcomes) < len(procs):
+                    proc.terminate()
+                proc.join()
     model_steps = sum(n for n, _, _ in outcomes)
     wall = max(w for _, w, _ in outcomes)
     cpu = sum(c for _, _, c in outcomes)

@@ -76,3 +76,17 @@ def test_pretrain_step_beside_the_published_code(tmp_path):
     rows = json.loads(out.read_text())["encoders"]
     for row in rows.values():
         assert row["published"]["ms_per_step_median"] > 0 and row["speedup_vs_published"] > 0
+
+
+def test_zoo_build_end_to_end_without_reference(tmp_path):
+    out = tmp_path / "e2e.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "zoo_build.py"), "--end-to-end", "--models", "2",
+                           "--steps", "4", "--processes", "1", "--json", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "published loop (1 processes)" in proc.stdout and "not measured: no --reference given" in proc.stdout
+    results = json.loads(out.read_text())
+    builder = results["best"]["builder"]
+    assert set(results["best"]) == {"builder"} and "speedup" not in results
+    assert builder["model_steps"] == 2 * 4 and builder["wall_s"] > 0 and builder["gflops"] > 0
+    assert results["zoo"]["eval_strings"] == 500 and results["zoo"]["rollouts"] == 100  # the quick preset's

@@ -8,7 +8,8 @@ and CUDA/CPU agreement, written to one JSON file and one table.
    on a GPU, 9 snapshots of 1000 evaluation strings and 100 rollouts) for two short schedules
    (``--zoo-steps``, default 200 and 400 steps, each with the paper's 9 snapshots), fitted as
    time = fixed + per_step x steps and extrapolated to the paper's 20 000 steps (goal: <= 2
-   minutes on one H200; the published per-network loop needs ~17.5 GPU-hours on an H100).
+   minutes on one H200; the published per-network loop needs ~17.5 GPU-hours on an H100, the
+   figure issue #14 gives, quoted in the table as such).
 2. Pretraining: ``pretrain_step.py`` for the six encoders at the paper's settings, beside the
    published implementation's step when ``--reference`` names a checkout of it (goal >= 3x each
    on a GPU); without it those rows say "not measured: no --reference given".
@@ -45,6 +46,7 @@ from wspace_core.zoo.build import PAPER_STEPS, build_zoo, preset_config  # noqa:
 
 #: goals of issue #14
 ZOO_GOAL_S = 120.0
+#: quoted from issue #14 (not measured here)
 PUBLISHED_ZOO_GPU_HOURS_H100 = 17.5
 #: agreement tolerance of the weights at every snapshot
 WEIGHT_ATOL = 1e-3
@@ -123,7 +125,7 @@ def table(results: dict) -> str:
                  f"{z['seconds'][0]:.1f} s / {z['seconds'][1]:.1f} s; {1000 * z['per_step_s']:.1f} ms a step, "
                  f"{z['fixed_s']:.1f} s fixed (snapshots) | | |")
     lines.append(f"| zoo extrapolated to {z['extrapolated_steps']} steps | {z['extrapolated_s'] / 60:.2f} min "
-                 f"(published loop: ~{PUBLISHED_ZOO_GPU_HOURS_H100} GPU-hours on an H100) | "
+                 f"(published loop: ~{PUBLISHED_ZOO_GPU_HOURS_H100} GPU-hours on an H100, as quoted by issue #14) | "
                  f"<= {ZOO_GOAL_S / 60:.0f} min on one H200 | {'yes' if z['meets_goal'] else 'no'} |")
     target = p["target_speedup"]
     for name, r in p["encoders"].items():

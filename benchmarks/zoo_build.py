@@ -23,6 +23,19 @@ sustains on batched matmuls of these shapes.
 
     python benchmarks/zoo_build.py                      # K = 16, 64, 256; a few minutes
     python benchmarks/zoo_build.py --ks 64 --seconds 2 --json /tmp/zoo_build.json
+
+End to end (``--end-to-end``): ``build_zoo`` itself (the real ``wspace zoo build`` path: task
+data, evaluation snapshots, rollouts, chunk commits, worker processes) building the quick
+preset's formal-languages zoo (K = 128, 1500 steps, 9 snapshots, 500 evaluation strings, 100
+rollouts; ``--models``/``--steps`` shrink it), beside the published implementation's per-network
+loop (``dataset_creation_formal_language.py``: its language sampler, ``RNNFast`` (torch.nn.LSTM),
+AdamW, learning-rate schedule, ``evaluate_rnn`` snapshots and rollouts, storage) doing the same
+work per model, one single-threaded process per core, each training ``--loop-models`` models
+(its cost is the same for every model, so a few give its rate). The published code is imported
+from the checkout given as ``--reference DIR``; without it that row says "not measured".
+
+    python benchmarks/zoo_build.py --end-to-end --reference /work/ref --json /tmp/zoo_e2e.json
+    python benchmarks/zoo_build.py --end-to-end --steps 150 --reference /work/ref   # a short run
 """
 
 from __future__ import annotations
@@ -32,8 +45,13 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
+import resource
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -163,6 +181,226 @@ def in_processes(method: str, k: int, processes: int, seconds: float, group_size
     return rate, rate / cpu_seconds
 
 
+# ---- end to end: build_zoo beside the published per-network loop ---------------------------------
+
+
+def _usage() -> tuple[float, int]:
+    """(CPU seconds, minor page faults) of this process and its finished children so far."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime), own.ru_minflt + kids.ru_minflt
+
+
+def end_to_end_config(models: int, steps: int | None):
+    """The quick preset's formal-languages zoo, with ``models`` networks (one chunk) and ``steps``."""
+    from wspace_core.zoo.build import preset_config
+
+    return preset_config("formal_languages", "quick", num_models=models, chunk_size=models, steps=steps)
+
+
+def time_build_zoo(config, workers: int, group_size: int) -> dict:
+    """Wall and CPU time of ``build_zoo(config)`` into a temporary directory, everything included."""
+    from wspace_core.zoo.build import build_zoo
+
+    with tempfile.TemporaryDirectory(prefix="wspace-bench-zoo-") as tmp:
+        cpu0, faults0 = _usage()
+        start = time.perf_counter()
+        build_zoo(config, Path(tmp) / "zoo", workers=workers, group_size=group_size)
+        wall = time.perf_counter() - start
+        cpu1, faults1 = _usage()
+    model_steps = config.num_models * config.schedule.steps
+    return {"wall_s": wall, "cpu_s": cpu1 - cpu0, "minor_page_faults": faults1 - faults0,
+            "model_steps": model_steps, "model_steps_per_s": model_steps / wall,
+            "model_steps_per_cpu_s": model_steps / (cpu1 - cpu0)}
+
+
+def _reference_worker(reference_dir: str, models: int, seed: int, settings: dict, out_dir: str,
+                      barrier, results) -> None:
+    """One process of the published per-network loop (dataset_creation_formal_language.main's
+    body with this zoo's schedule, evaluation and rollout counts), single-threaded."""
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reference
+
+    reference.load(reference_dir)
+    fl = reference.module("dataset_creation_formal_language")
+    rnn_models = reference.module("modules_rnn_models")
+    import numpy as np
+
+    torch.manual_seed(seed)
+    steps, snapshot_steps, batch_size = settings["steps"], settings["snapshot_steps"], settings["batch_size"]
+    append = fl.NpyAppendArray is not None
+    out = Path(out_dir)
+    barrier.wait()
+    cpu0, start = time.process_time(), time.perf_counter()
+    storage = ({name: fl.NpyAppendArray(str(out / f"{name}.npy"), delete_if_exists=True)
+                for name in ("sequences", "logits", "parameters", "num_step_correct", "tasks")} if append else None)
+    for n in range(models):
+        task = [0] + torch.randint(low=-3, high=3, size=(3,)).tolist()
+        language = fl.RelativeOccurrenceLanguage(occurrence_differences=task, sequence_length=settings["tokens"],
+                                                 max_n=settings["max_n"], device="cpu")
+        rnn = rnn_models.RNNFast(hidden_size=settings["hidden"], input_size=language.total_tokens,
+                                 output_size=language.total_tokens, num_layers=settings["layers"], input_batch=True)
+        optimizer = torch.optim.AdamW(rnn.parameters(), lr=0.01, weight_decay=settings["weight_decay"])
+        schedule = rnn_models.PiecewiseLinearSchedule(timesteps=[s for s, _ in settings["lr_points"]],
+                                                      values=[v for _, v in settings["lr_points"]])
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(0)
+        kept = {name: [] for name in ("sequences", "logits", "parameters", "num_step_correct", "tasks")}
+        for step in range(steps + 1):
+            sequence, probabilities = language(batch_size)
+            input_sequence = torch.nn.functional.one_hot(sequence[:, :-1], language.total_tokens).float()
+            labels = sequence[:, 1:]
+            output, _ = rnn(input_sequence)
+            loss = torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), labels.reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(step)
+            if step in snapshot_steps:
+                num_correct, _, _, _ = fl.evaluate_rnn(rnn, language, settings["eval_strings"], one_hot_input=True,
+                                                       device="cpu", max_sequence_length=settings["tokens"])
+                _, sequences, logits, _ = fl.evaluate_rnn(rnn, language, settings["rollouts"], one_hot_input=True,
+                                                          device="cpu", max_sequence_length=settings["tokens"])
+                rows = {"sequences": sequences.to(torch.int16).unsqueeze(0).numpy(),
+                        "logits": logits.to(torch.float16).unsqueeze(0).numpy(),
+                        "parameters": torch.cat([p.detach().flatten() for p in rnn.parameters()]).unsqueeze(0).numpy(),
+                        "num_step_correct": np.array([n, step, num_correct]).reshape(1, -1),
+                        "tasks": np.array(task).reshape(1, -1)}
+                for name, row in rows.items():
+                    if append:
+                        storage[name].append(row)
+                    else:
+                        kept[name].append(row)
+        if not append:
+            for name, rows_kept in kept.items():
+                np.save(out / f"{name}_{n}.npy", np.concatenate(rows_kept))
+    if append:
+        for array in storage.values():
+            array.close()
+    results.put((models * (steps + 1), time.perf_counter() - start, time.process_time() - cpu0))
+
+
+def time_reference_loop(reference_dir: str, config, processes: int, loop_models: int) -> dict:
+    """The published loop in ``processes`` single-threaded processes, ``loop_models`` networks each,
+    timed from a common start (after imports) to the last process's end."""
+    from wspace_core.zoo.build import task_for
+
+    task = task_for(config)
+    schedule = config.schedule
+    settings = {"steps": schedule.steps, "snapshot_steps": list(schedule.snapshot_steps),
+                "batch_size": schedule.batch_size, "lr_points": [list(p) for p in schedule.lr_points],
+                "weight_decay": schedule.weight_decay, "tokens": task.sequence_length + 1,
+                "max_n": task.config.max_n, "hidden": config.hidden_size,
+                "layers": config.num_layers, "eval_strings": config.task_settings["num_eval_strings"],
+                "rollouts": config.num_rollouts}
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    with tempfile.TemporaryDirectory(prefix="wspace-bench-reference-") as tmp:
+        dirs = [Path(tmp) / f"p{p}" for p in range(processes)]
+        for d in dirs:
+            d.mkdir()
+        procs = [ctx.Process(target=_reference_worker,
+                             args=(reference_dir, loop_models, 1000 + p, settings, str(dirs[p]), barrier, results))
+                 for p in range(processes)]
+        for proc in procs:
+            proc.start()
+        outcomes = []
+        try:
+            while len(outcomes) < len(procs):
+                try:
+                    outcomes.append(results.get(timeout=5))
+                except queue.Empty:
+                    dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if dead:
+                        raise RuntimeError(f"a published-loop process failed (exit code {dead[0]}); its error is "
+                                           f"printed above") from None
+        finally:
+            for proc in procs:
+                if proc.is_alive() and len(outcomes) < len(procs):
+                    proc.terminate()
+                proc.join()
+    model_steps = sum(n for n, _, _ in outcomes)
+    wall = max(w for _, w, _ in outcomes)
+    cpu = sum(c for _, _, c in outcomes)
+    return {"wall_s": wall, "cpu_s": cpu, "model_steps": model_steps, "model_steps_per_s": model_steps / wall,
+            "model_steps_per_cpu_s": model_steps / cpu, "processes": processes, "models_per_process": loop_models,
+            "settings": settings}
+
+
+def run_end_to_end(args, cores: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reference
+
+    config = end_to_end_config(args.models, args.steps)
+    flops = matmul_flops_per_model_step()
+    stand_ins = []
+    if args.reference:
+        _, stand_ins = reference.load(args.reference)  # fails early, with the fix, on a wrong path
+    results = {"machine": _machine(cores), "mode": "end_to_end",
+               "zoo": {"task": config.task, "models": config.num_models, "steps": config.schedule.steps,
+                       "snapshot_steps": list(config.schedule.snapshot_steps),
+                       "eval_strings": config.task_settings["num_eval_strings"], "rollouts": config.num_rollouts,
+                       "workers": args.processes, "group_size": args.group_size},
+               "matmul_flops_per_model_step": flops, "ceiling_gflops": CEILING_GFLOPS,
+               "reference": str(reference.checkout_dir(args.reference)) if args.reference else None,
+               "reference_stand_ins": stand_ins, "rounds": []}
+    print(f"{cores} cores, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}; zoo: "
+          f"{config.num_models} formal-language LSTMs x {config.schedule.steps} steps, "
+          f"{len(config.schedule.snapshot_steps)} snapshots ({config.task_settings['num_eval_strings']} evaluation "
+          f"strings, {config.num_rollouts} rollouts each)")
+    for _ in range(args.rounds):
+        row = {"builder": time_build_zoo(config, args.processes, args.group_size)}
+        if args.reference:
+            row["published_loop"] = time_reference_loop(args.reference, config, args.processes, args.loop_models)
+        results["rounds"].append(row)
+    best = {name: max((r[name] for r in results["rounds"]), key=lambda x: x["model_steps_per_s"])
+            for name in results["rounds"][0]}
+    for r in best.values():
+        r["gflops"] = r["model_steps_per_s"] * flops / 1e9
+        r["quick_zoo_minutes"] = PRESET_QUICK_MODEL_STEPS / r["model_steps_per_s"] / 60
+    results["best"] = best
+    if "published_loop" in best:
+        results["speedup"] = best["builder"]["model_steps_per_s"] / best["published_loop"]["model_steps_per_s"]
+    results["machine"]["load_average_after"] = os.getloadavg()
+    _print_end_to_end(results, args.processes)
+    return results
+
+
+#: model-steps of the quick preset's formal-languages zoo (128 networks x 1500 steps)
+PRESET_QUICK_MODEL_STEPS = 128 * 1500
+
+
+def _print_end_to_end(results: dict, processes: int) -> None:
+    best = results["best"]
+    header = (f"{'method':<34} {'wall s':>8} {'model-steps/s':>13} {'per CPU-s':>9} {'GFLOP/s':>8} "
+              f"{'of 130':>7} {'quick zoo':>9}")
+    print(header)
+    print("-" * len(header))
+    names = {"builder": f"build_zoo ({processes} workers)",
+             "published_loop": f"published loop ({processes} processes)"}
+    for key in ("builder", "published_loop"):
+        if key not in best:
+            print(f"{names[key]:<34} not measured: no --reference given")
+            continue
+        r = best[key]
+        print(f"{names[key]:<34} {r['wall_s']:>8.1f} {r['model_steps_per_s']:>13.0f} "
+              f"{r['model_steps_per_cpu_s']:>9.0f} {r['gflops']:>8.1f} "
+              f"{100 * r['gflops'] / results['ceiling_gflops']:>6.0f}% {r['quick_zoo_minutes']:>7.1f} min")
+    if "speedup" in results:
+        print(f"build_zoo / published loop: {results['speedup']:.2f}x (target >= 2x)")
+    if results["reference_stand_ins"]:
+        print(f"stand-ins registered for the published code's unused imports: "
+              f"{', '.join(results['reference_stand_ins'])} (see benchmarks/reference.py)")
+    m = results["machine"]
+    print(f"load average {m['load_average_before'][0]:.2f} before, {m['load_average_after'][0]:.2f} after")
+
+
+def _machine(cores: int) -> dict:
+    return {"cores": cores, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "processor": platform.processor() or platform.machine(), "load_average_before": os.getloadavg()}
+
+
 # ---- the run -----------------------------------------------------------------------------------
 
 
@@ -173,12 +411,33 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[16, 64, 256], help="models per chunk")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per method and round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best is reported)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds, best reported (default 3; 1 with --end-to-end)")
     parser.add_argument("--processes", type=int, default=default_workers("cpu"),
                         help="processes of the builder and of the per-core loop (default: one per core)")
     parser.add_argument("--group-size", type=int, default=CPU_GROUP_SIZE, help="models per group of the builder")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="time build_zoo itself beside the published per-network loop (see the module doc)")
+    parser.add_argument("--models", type=int, default=128, help="--end-to-end: networks in the zoo (default 128)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="--end-to-end: training steps (default: the quick preset's 1500)")
+    parser.add_argument("--loop-models", type=int, default=2,
+                        help="--end-to-end: networks each published-loop process trains (default 2)")
+    parser.add_argument("--reference", help="--end-to-end: checkout of the published implementation")
     args = parser.parse_args(argv)
+    for name in ("processes", "group_size", "models", "loop_models", "steps", "rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.end_to_end:
+        args.rounds = args.rounds or 1
+        results = run_end_to_end(args, cores)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        return results
+    args.rounds = args.rounds or 3
     P, g = args.processes, args.group_size
     flops = matmul_flops_per_model_step()
     methods = {

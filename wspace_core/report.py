@@ -178,49 +178,53 @@ def _not_tested(key: str, task: str, why: str) -> dict:
     return _claim(key, task, None, None, f"not tested: {why}")
 
 
-def _emulation_order_claim(results: Mapping, metric: str, seeds: int) -> dict:
-    key, task = "emulation_order_formal_languages", results["task"]
-    if task != paper.FORMAL_LANGUAGES:
-        return _not_tested(key, task, f"the paper makes it for {paper.FORMAL_LANGUAGES}")
+def _probing_against_mechanistic(results: Mapping, metric: str, key: str, paper_task: str):
+    """For an emulation claim about the probing encoders: a "not tested" claim where it does not
+    apply, else per split (split, interactive, non-interactive, best mechanistic name, its figures)."""
+    task = results["task"]
+    if task != paper_task:
+        return _not_tested(key, task, f"the paper makes it for {paper_task}")
     emulation, kinds = results["emulation"], results["kinds"]
     mechanistic = [e for e in emulation if kinds.get(e) == "mechanistic"]
     if paper.INTERACTIVE not in emulation or paper.NONINTERACTIVE not in emulation or not mechanistic:
         return _not_tested(key, task, "needs interactive_probing, noninteractive_probing and a mechanistic encoder")
-    holds, separated, parts = True, True, []
+    rows = []
     for split in ("validation", "ood"):
-        inter = emulation[paper.INTERACTIVE][split][metric]
-        non = emulation[paper.NONINTERACTIVE][split][metric]
         best = min(mechanistic, key=lambda e: emulation[e][split][metric]["mean"])
-        mech = emulation[best][split][metric]
+        rows.append((split, emulation[paper.INTERACTIVE][split][metric],
+                     emulation[paper.NONINTERACTIVE][split][metric], best, emulation[best][split][metric]))
+    return rows
+
+
+def _emulation_order_claim(results: Mapping, metric: str, seeds: int) -> dict:
+    key = "emulation_order_formal_languages"
+    rows = _probing_against_mechanistic(results, metric, key, paper.FORMAL_LANGUAGES)
+    if isinstance(rows, dict):
+        return rows
+    holds, separated, parts = True, True, []
+    for split, inter, non, best, mech in rows:
         holds &= inter["mean"] < non["mean"] < mech["mean"]
         sep = _separated(inter, non, seeds), _separated(non, mech, seeds)
         separated = None if None in sep or separated is None else separated and all(sep)
         parts.append(f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)}, "
                      f"best mechanistic ({best}) {fmt_interval(mech)}")
-    return _claim(key, task, bool(holds), separated, f"{metric}; " + "; ".join(parts))
+    return _claim(key, results["task"], bool(holds), separated, f"{metric}; " + "; ".join(parts))
 
 
 def _probing_similar_claim(results: Mapping, metric: str, seeds: int) -> dict:
-    key, task = "probing_similar_and_ahead_mnist", results["task"]
-    if task != paper.TILED_MNIST:
-        return _not_tested(key, task, f"the paper makes it for {paper.TILED_MNIST}")
-    emulation, kinds = results["emulation"], results["kinds"]
-    mechanistic = [e for e in emulation if kinds.get(e) == "mechanistic"]
-    if paper.INTERACTIVE not in emulation or paper.NONINTERACTIVE not in emulation or not mechanistic:
-        return _not_tested(key, task, "needs interactive_probing, noninteractive_probing and a mechanistic encoder")
+    key = "probing_similar_and_ahead_mnist"
+    rows = _probing_against_mechanistic(results, metric, key, paper.TILED_MNIST)
+    if isinstance(rows, dict):
+        return rows
     holds, separated, parts = True, True, []
-    for split in ("validation", "ood"):
-        inter = emulation[paper.INTERACTIVE][split][metric]
-        non = emulation[paper.NONINTERACTIVE][split][metric]
-        best = min(mechanistic, key=lambda e: emulation[e][split][metric]["mean"])
-        mech = emulation[best][split][metric]
+    for split, inter, non, best, mech in rows:
         similar = inter["low"] <= non["high"] and non["low"] <= inter["high"]  # intervals overlap
         holds &= similar and max(inter["mean"], non["mean"]) < mech["mean"]
         sep = _separated(inter, mech, seeds), _separated(non, mech, seeds)
         separated = None if None in sep or separated is None else separated and all(sep)
         parts.append(f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)} "
                      f"({'overlapping' if similar else 'apart'}), best mechanistic ({best}) {fmt_interval(mech)}")
-    return _claim(key, task, bool(holds), separated, f"{metric}; " + "; ".join(parts))
+    return _claim(key, results["task"], bool(holds), separated, f"{metric}; " + "; ".join(parts))
 
 
 def _ood_task_loss_claim(results: Mapping, seeds: int) -> dict:

@@ -84,24 +84,25 @@ class ReverseKL(CategoricalObjective):
     """Reverse KL(q_emulator ‖ p_network) per step, summed over the classes (the divergence the
     paper's text names; wspace's own choice, with ``loss_positions = "masked"``)."""
 
+    @staticmethod
+    def over_classes(terms: torch.Tensor) -> torch.Tensor:
+        return terms.sum(-1)
+
     def forward(self, pred, target, mask=None):
         dtype = _compute_dtype(pred)
         log_q = torch.log_softmax(pred.to(dtype), dim=-1)  # (M, N, T, O)
         log_p = network_log_probs(target, mask, dtype)
-        kl = (log_q.exp() * (log_q - log_p)).sum(-1)  # (M, N, T)
+        kl = self.over_classes(log_q.exp() * (log_q - log_p))  # (M, N, T)
         return _per_network(kl, mask)
 
 
-class ReverseKLClassMean(CategoricalObjective):
+class ReverseKLClassMean(ReverseKL):
     """Reverse KL(q_emulator ‖ p_network) per step averaged over the O classes, i.e. KL / O: the
     published code's ``kl_reverse`` criterion."""
 
-    def forward(self, pred, target, mask=None):
-        dtype = _compute_dtype(pred)
-        log_q = torch.log_softmax(pred.to(dtype), dim=-1)  # (M, N, T, O)
-        log_p = network_log_probs(target, mask, dtype)
-        kl = (log_q.exp() * (log_q - log_p)).mean(-1)  # (M, N, T)
-        return _per_network(kl, mask)
+    @staticmethod
+    def over_classes(terms: torch.Tensor) -> torch.Tensor:
+        return terms.mean(-1)
 
 
 class TotalVariation(CategoricalObjective):

@@ -39,10 +39,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wspace_core.config import require_device  # noqa: E402
+from wspace.config import require_device  # noqa: E402
 from wspace_core.registry import WspaceError  # noqa: E402
-from wspace_core.zoo import Zoo  # noqa: E402
-from wspace_core.zoo.build import PAPER_STEPS, build_zoo, preset_config  # noqa: E402
+from wspace.zoo import Zoo  # noqa: E402
+from wspace.zoo.build import PAPER_STEPS, build_zoo, preset_config  # noqa: E402
 
 #: goals of issue #14
 ZOO_GOAL_S = 120.0

@@ -1,6 +1,6 @@
 """Emulation-pretraining step: steps per second of every encoder, side by side in one run.
 
-One step is exactly what ``wspace_core.pretrain.pretrain`` does per training step, built the same
+One step is exactly what ``wspace.training.pretrain.pretrain`` does per training step, built the same
 way (``ZooSplit``, ``encoder_context``, ``build_encoder``, ``Emulator``, ``EmulationModel``,
 AdamW over encoder + emulator): draw ``batch_size`` training rows and ``rollouts_per_network``
 of each one's stored rollouts, ``ZooSplit.batch`` (memory-mapped zoo -> device), z =
@@ -53,9 +53,9 @@ import numpy as np
 import torch
 
 from wspace_core import plugins
-from wspace_core.config import PRETRAIN_PRESETS, PretrainConfig, require_device
-from wspace_core.emulation import Emulator
-from wspace_core.pretrain import (EmulationModel, ZooSplit, build_encoder, clip_groups, encoder_context,
+from wspace.config import PRETRAIN_PRESETS, PretrainConfig, require_device
+from wspace.training.emulation import Emulator
+from wspace.training.pretrain import (EmulationModel, ZooSplit, build_encoder, clip_groups, encoder_context,
                                  training_step)
 from wspace_core.registry import WspaceError
 
@@ -139,8 +139,8 @@ def timed(bench: Bench, device: torch.device) -> float:
 
 
 def open_or_build_zoo(path: str | None, workdir: str):
-    from wspace_core.zoo import Zoo
-    from wspace_core.zoo.build import build_zoo, preset_config
+    from wspace.zoo import Zoo
+    from wspace.zoo.build import build_zoo, preset_config
 
     if path is not None:
         return Zoo.open(path, expect_arch="lstm")

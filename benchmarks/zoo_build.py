@@ -5,7 +5,7 @@ T = 41, 6 one-hot inputs and 6 outputs as in formal_languages; forward, backward
 measured side by side in one run on this machine:
 
 - builder:            what ``build_zoo`` does on CPU: the K models in groups of CPU_GROUP_SIZE,
-                      each group one batched computation (wspace_core.zoo.train.BatchedTrainer),
+                      each group one batched computation (wspace.zoo.train.BatchedTrainer),
                       spread over one single-threaded worker process per core;
 - batched, 1 process: all K models as ONE batched computation in one process, torch's default
                       intra-op threads;
@@ -88,7 +88,7 @@ def _trainers(k: int, group_size: int, seed: int = 0):
     """(BatchedTrainer, x, y) for k models in groups of at most ``group_size``."""
     from wspace_core import plugins
     from wspace_core.architecture import Sizes
-    from wspace_core.zoo.train import BatchedTrainer, split_groups
+    from wspace.zoo.train import BatchedTrainer, split_groups
 
     arch = plugins.architectures().get("lstm")(Sizes(I, H, O, LAYERS))
     out = []
@@ -192,14 +192,14 @@ def _usage() -> tuple[float, int]:
 
 def end_to_end_config(models: int, steps: int | None):
     """The quick preset's formal-languages zoo, with ``models`` networks (one chunk) and ``steps``."""
-    from wspace_core.zoo.build import preset_config
+    from wspace.zoo.build import preset_config
 
     return preset_config("formal_languages", "quick", num_models=models, chunk_size=models, steps=steps)
 
 
 def time_build_zoo(config, workers: int, group_size: int) -> dict:
     """Wall and CPU time of ``build_zoo(config)`` into a temporary directory, everything included."""
-    from wspace_core.zoo.build import build_zoo
+    from wspace.zoo.build import build_zoo
 
     with tempfile.TemporaryDirectory(prefix="wspace-bench-zoo-") as tmp:
         cpu0, faults0 = _usage()
@@ -284,7 +284,7 @@ def _reference_worker(reference_dir: str, models: int, seed: int, settings: dict
 def time_reference_loop(reference_dir: str, config, processes: int, loop_models: int) -> dict:
     """The published loop in ``processes`` single-threaded processes, ``loop_models`` networks each,
     timed from a common start (after imports) to the last process's end."""
-    from wspace_core.zoo.build import task_for
+    from wspace.zoo.build import task_for
 
     task = task_for(config)
     schedule = config.schedule
@@ -405,7 +405,7 @@ def _machine(cores: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from wspace_core.zoo.build import CPU_GROUP_SIZE, default_workers
+    from wspace.zoo.build import CPU_GROUP_SIZE, default_workers
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -37,8 +37,8 @@ def _walk(command: click.Command, ctx: click.Context):
 
 
 def render() -> str:
-    """The markdown of docs/cli.md, from the --help of every command of ``wspace_core.cli.cli``."""
-    from wspace_core.cli import cli
+    """The markdown of docs/cli.md, from the --help of every command of ``wspace.cli.cli``."""
+    from wspace.cli import cli
 
     root = click.Context(cli, info_name="wspace", terminal_width=WIDTH, max_content_width=WIDTH)
     sections = [HEADER]

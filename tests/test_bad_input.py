@@ -21,13 +21,13 @@ import torch
 from click.testing import CliRunner
 
 from wspace_core import plugins
-from wspace_core.cli import cli
-from wspace_core.config import resolve
+from wspace.cli import cli
+from wspace.config import resolve
 from wspace_core.registry import WspaceError
-from wspace_core.run import ensure_zoo, zoo_path_for
-from wspace_core.zoo import Zoo
-from wspace_core.zoo.files import sha256_file
-from wspace_core.zoo.manifest import MANIFEST_NAME, fingerprint
+from wspace.experiment.run import ensure_zoo, zoo_path_for
+from wspace.zoo import Zoo
+from wspace.zoo.files import sha256_file
+from wspace.zoo.manifest import MANIFEST_NAME, fingerprint
 
 #: every `wspace run` case points at the shared workspace, whose zoo it would reuse
 ZOO_MODELS = 12
@@ -414,7 +414,7 @@ def test_true_exit_code_and_no_traceback(case_id, workspace, tmp_path):
     if case.setup:
         values.update(case.setup(tmp_path, workspace))
     values.pop("guard", None)
-    proc = subprocess.run([sys.executable, "-m", "wspace_core", *_format(case.args, values)],
+    proc = subprocess.run([sys.executable, "-m", "wspace", *_format(case.args, values)],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1, proc.stderr

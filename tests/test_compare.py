@@ -14,15 +14,15 @@ from click.testing import CliRunner
 
 from wspace_core import plugins
 from wspace_core.architecture import Sizes
-from wspace_core.cli import cli
-from wspace_core.compare import (aggregate_runs, encoder_options_for, parse_encoders, parse_seeds,
+from wspace.cli import cli
+from wspace.experiment.compare import (aggregate_runs, encoder_options_for, parse_encoders, parse_seeds,
                                  rebuild_report)
-from wspace_core.permutation_table import CORRECT, FUNCTION_ROW, WEIGHTS_ROW, permutation_table
-from wspace_core.pretrain import build_encoder, encoder_context
+from wspace.evaluation.permutation_table import CORRECT, FUNCTION_ROW, WEIGHTS_ROW, permutation_table
+from wspace.training.pretrain import build_encoder, encoder_context
 from wspace_core.registry import UnknownNameError, WspaceError
-from wspace_core.report import (bootstrap_ci, details_table, downstream_bar_plot, interval_dict, ordering_vs_paper,
+from wspace.reporting.report import (bootstrap_ci, details_table, downstream_bar_plot, interval_dict, ordering_vs_paper,
                                 probe_heatmap)
-from wspace_core.zoo import ZooWriter
+from wspace.zoo import ZooWriter
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -335,9 +335,9 @@ def test_probe_heatmap_and_downstream_bars_write_pngs(tmp_path):
 def test_ctrl_c_marks_the_parent_and_the_running_child_killed(zoo, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    import wspace_core.compare as compare_module
-    from wspace_core.config import resolve
-    from wspace_core.tracking import Tracker
+    import wspace.experiment.compare as compare_module
+    from wspace.config import resolve
+    from wspace.tracking import Tracker
 
     monkeypatch.setattr(compare_module, "ensure_zoo", lambda config, echo, progress=None: zoo)
     real_pretrain, started = compare_module.pretrain, []

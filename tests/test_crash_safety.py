@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wspace_core.cli import cli
-from wspace_core.zoo import Zoo
-from wspace_core.zoo import store as store_module
-from wspace_core.zoo.chunks import CHUNKS_DIR, TMP_PREFIX, chunk_dirs, read_chunk
-from wspace_core.zoo.lock import LOCK_NAME
-from wspace_core.zoo.manifest import ARRAY_NAMES, MANIFEST_NAME, chunk_models
+from wspace.cli import cli
+from wspace.zoo import Zoo
+from wspace.zoo import store as store_module
+from wspace.zoo.chunks import CHUNKS_DIR, TMP_PREFIX, chunk_dirs, read_chunk
+from wspace.zoo.lock import LOCK_NAME
+from wspace.zoo.manifest import ARRAY_NAMES, MANIFEST_NAME, chunk_models
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ SEED = 20240607
 SLOW_IO_S = 0.25
 SLOW_IO = f"""
 import sys, time
-from wspace_core.zoo import store
+from wspace.zoo import store
 
 def slow(real):
     def wrapper(*args, **kwargs):
@@ -53,7 +53,7 @@ def slow(real):
 
 store.save_npy = slow(store.save_npy)
 store._consolidate = slow(store._consolidate)
-from wspace_core.cli import main
+from wspace.cli import main
 sys.argv[0] = "wspace"
 main()
 """
@@ -64,14 +64,14 @@ def _env() -> dict:
 
 
 def spawn(args: list[str], log: Path, slow_io: bool = False) -> subprocess.Popen:
-    prefix = ["-c", SLOW_IO] if slow_io else ["-m", "wspace_core"]
+    prefix = ["-c", SLOW_IO] if slow_io else ["-m", "wspace"]
     with open(log, "w") as f:
         return subprocess.Popen([sys.executable, *prefix, *args], stdout=f, stderr=subprocess.STDOUT,
                                 env=_env(), start_new_session=True)
 
 
 def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wspace_core", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wspace", *args], capture_output=True, text=True,
                           env=_env(), timeout=timeout)
 
 
@@ -287,7 +287,7 @@ patience = 50
 def test_killed_pretraining_resumes_into_the_same_mlflow_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from wspace_core.pretrain import load_checkpoint
+    from wspace.training.pretrain import load_checkpoint
 
     toml = tmp_path / "run.toml"
     toml.write_text(RUN_TOML)
@@ -459,7 +459,7 @@ def refusal(result, *patterns: str) -> str:
 @pytest.fixture(scope="module")
 def partial_zoo(tmp_path_factory) -> Path:
     """A smoke build of 4 models interrupted after its first chunk (of two)."""
-    from wspace_core.zoo.build import build_zoo, preset_config
+    from wspace.zoo.build import build_zoo, preset_config
 
     path = tmp_path_factory.mktemp("partial") / "zoo"
 
@@ -570,7 +570,7 @@ time.sleep(300)
 def test_lock_of_a_live_builder_in_another_pid_namespace_is_not_taken(tmp_path):
     """Issue #11.4: a lock written from another PID namespace on the same host was judged stale
     (its pid is not ours to see) and taken, and the takeover removed that builder's temp chunks."""
-    from wspace_core.zoo.directory import claim
+    from wspace.zoo.directory import claim
 
     path = tmp_path / "zoo"
     claim(path)
@@ -696,10 +696,10 @@ def test_manifest_that_is_a_directory_is_a_clear_error(tmp_path, partial_zoo):
 def test_wspace_run_does_not_announce_resuming_a_zoo_another_builder_holds(tmp_path):
     """Issue #11.12: a second concurrent `wspace run` said "resuming the interrupted zoo build"
     before the lock refused it; it now only names the live builder."""
-    from wspace_core.config import RunConfig
-    from wspace_core.run import ensure_zoo, zoo_config_for, zoo_path_for
-    from wspace_core.zoo.build import build_zoo
-    from wspace_core.zoo.lock import ZooLockedError
+    from wspace.config import RunConfig
+    from wspace.experiment.run import ensure_zoo, zoo_config_for, zoo_path_for
+    from wspace.zoo.build import build_zoo
+    from wspace.zoo.lock import ZooLockedError
 
     config = RunConfig(preset="smoke", out_dir=str(tmp_path))
     path = zoo_path_for(config)

@@ -18,11 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from wspace_core import distributed
-from wspace_core.distributed import DistContext
+from wspace.training import distributed
+from wspace.training.distributed import DistContext
 from wspace_core.registry import WspaceError
-from wspace_core.zoo import Zoo
-from wspace_core.zoo.manifest import ARRAY_NAMES
+from wspace.zoo import Zoo
+from wspace.zoo.manifest import ARRAY_NAMES
 
 LAUNCH = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 ZOO_ARGS = ["zoo", "build", "--task", "formal_languages", "--preset", "smoke", "--seed", "5"]
@@ -142,14 +142,14 @@ def _torchrun(*args: str) -> list[str]:
 def single_zoo(tmp_path_factory) -> Path:
     """The smoke zoo built by one process (same thread settings as the torchrun ranks)."""
     root = tmp_path_factory.mktemp("single")
-    _run([sys.executable, "-m", "wspace_core.cli", *ZOO_ARGS, "--out", str(root / "zoo")], root)
+    _run([sys.executable, "-m", "wspace.cli", *ZOO_ARGS, "--out", str(root / "zoo")], root)
     return root / "zoo"
 
 
 @pytest.mark.slow
 def test_two_rank_zoo_build_equals_the_single_process_build(single_zoo, tmp_path):
     out = tmp_path / "zoo"
-    done = _run(_torchrun("-m", "wspace_core.cli", *ZOO_ARGS, "--out", str(out)), tmp_path)
+    done = _run(_torchrun("-m", "wspace.cli", *ZOO_ARGS, "--out", str(out)), tmp_path)
     assert done.stdout.count("zoo complete") == 1  # rank 0 alone reports
     one, two = Zoo.open(single_zoo, verify=True), Zoo.open(out, verify=True)
     assert one.fingerprint == two.fingerprint
@@ -163,10 +163,10 @@ PRETRAIN_SCRIPT = textwrap.dedent('''
     import hashlib, json, sys
     from pathlib import Path
     import torch
-    from wspace_core import distributed
-    from wspace_core.config import PRETRAIN_PRESETS, PretrainConfig
-    from wspace_core.pretrain import pretrain
-    from wspace_core.zoo import Zoo
+    from wspace.training import distributed
+    from wspace.config import PRETRAIN_PRESETS, PretrainConfig
+    from wspace.training.pretrain import pretrain
+    from wspace.zoo import Zoo
 
     zoo_path, out = Path(sys.argv[1]), Path(sys.argv[2])
     zoo = Zoo.open(zoo_path)
@@ -229,7 +229,7 @@ def test_wspace_run_under_torchrun_logs_one_mlflow_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "runs"
     # 12 networks: enough for every split and the OOD-half protocol whatever the smoke preset holds
-    done = _run(_torchrun("-m", "wspace_core.cli", "run", "--preset", "smoke", "--zoo-models", "12",
+    done = _run(_torchrun("-m", "wspace.cli", "run", "--preset", "smoke", "--zoo-models", "12",
                           "--encoder", "layerwise_statistics", "--out-dir", str(out), "--tracking-uri", uri),
                 tmp_path)
     assert done.stderr.count("pretraining layerwise_statistics by emulation") == 1  # rank 0 alone echoes

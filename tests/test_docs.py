@@ -73,7 +73,7 @@ def test_cli_reference_is_current():
 
 
 def test_cli_reference_has_every_command():
-    from wspace_core.cli import cli
+    from wspace.cli import cli
 
     text = _page("cli.md")
     paths = []
@@ -181,7 +181,7 @@ def _command_lines(text: str) -> list[str]:
 
 
 def _check_command(words: list[str]) -> str | None:
-    from wspace_core.cli import cli
+    from wspace.cli import cli
 
     command, ctx, i = cli, click.Context(cli, info_name="wspace"), 1
     while isinstance(command, click.Group) and i < len(words) and not words[i].startswith("-"):

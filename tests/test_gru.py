@@ -254,7 +254,7 @@ def run_dir(tmp_path_factory):
 def test_wspace_run_smoke_with_gru(run_dir, encoder):
     from click.testing import CliRunner
 
-    from wspace_core.cli import cli
+    from wspace.cli import cli
 
     result = CliRunner().invoke(cli, [
         "run", "--arch", "gru", "--task", "formal_languages", "--encoder", encoder,

@@ -74,7 +74,7 @@ def mlflow_server(folder: Path):
 
 
 def wspace(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wspace_core", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wspace", *args], capture_output=True, text=True,
                           env=_env(), timeout=timeout)
 
 
@@ -142,7 +142,7 @@ def test_server_lost_mid_run_costs_one_warning(tmp_path):
     with mlflow_server(tmp_path / "server") as (uri, server):
         client = mlflow_tracking.MlflowClient(tracking_uri=uri)
         with open(log, "w") as f:
-            run = subprocess.Popen([sys.executable, "-m", "wspace_core", "run", "--config", str(tmp_path / "run.toml"),
+            run = subprocess.Popen([sys.executable, "-m", "wspace", "run", "--config", str(tmp_path / "run.toml"),
                                     "--out-dir", str(out), "--tracking-uri", uri],
                                    stdout=f, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
         try:

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from wspace_core import plots
+from wspace.reporting import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from wspace_core import plugins
 from wspace_core.architecture import Architecture
-from wspace_core.cli import cli
+from wspace.cli import cli
 from wspace_core.hookspecs import hookimpl
 from wspace_core.registry import DuplicateNameError, UnknownNameError
 
@@ -168,7 +168,7 @@ def test_cli_plugins_and_listings():
 
 def test_installed_console_script():
     """The real entry point, as a user runs it."""
-    out = subprocess.run([sys.executable, "-m", "wspace_core", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "wspace", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "wspace" in out.stdout
     import shutil
 

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from wspace_core import plugins
-from wspace_core.config import PRETRAIN_PRESETS, PretrainConfig, resolve
+from wspace.config import PRETRAIN_PRESETS, PretrainConfig, resolve
 from wspace_core.objective import EmulationMetric, emulation_metrics, objective_metric_name
-from wspace_core.pretrain import ZooSplit, clip_groups, embed, emulate, metric_objectives, pretrain, training_step
+from wspace.training.pretrain import ZooSplit, clip_groups, embed, emulate, metric_objectives, pretrain, training_step
 from wspace_core.registry import WspaceError
 
 # p: the network, q: the emulator; two steps (T = 2) of three classes
@@ -156,8 +156,8 @@ def test_patience_zero_never_stops_early(zoo):
 
 @pytest.mark.parametrize("scope", ["per_module", "joint"])
 def test_gradients_are_clipped_per_module_as_published(zoo, scope):
-    from wspace_core.emulation import Emulator
-    from wspace_core.pretrain import EmulationModel, build_encoder, encoder_context
+    from wspace.training.emulation import Emulator
+    from wspace.training.pretrain import EmulationModel, build_encoder, encoder_context
 
     torch.manual_seed(0)
     train = ZooSplit(zoo, "train", torch.device("cpu"))
@@ -183,9 +183,9 @@ def test_gradients_are_clipped_per_module_as_published(zoo, scope):
 # ---- the paper's seeds --------------------------------------------------------------------------------
 
 def test_compare_defaults_to_the_papers_15_seeds_at_the_paper_preset(monkeypatch, tmp_path):
-    import wspace_core.compare as compare_module
+    import wspace.experiment.compare as compare_module
 
-    from wspace_core.cli import cli
+    from wspace.cli import cli
 
     seen, configs = [], []
 
@@ -209,8 +209,8 @@ def test_compare_defaults_to_the_papers_15_seeds_at_the_paper_preset(monkeypatch
 
 def test_wspace_options_are_named_flags(monkeypatch, tmp_path):
     """wspace's own choices stay reachable: masked positions, reverse KL, 16 rollouts per network."""
-    import wspace_core.compare as compare_module
-    from wspace_core.cli import cli
+    import wspace.experiment.compare as compare_module
+    from wspace.cli import cli
 
     configs = []
 
@@ -230,8 +230,8 @@ def test_wspace_options_are_named_flags(monkeypatch, tmp_path):
 # ---- Table 2 in the paper's form ----------------------------------------------------------------------
 
 def test_table2_prints_the_papers_figure_beside_the_published_metric_only():
-    from wspace_core import paper
-    from wspace_core.report import interval_dict, paper_table2
+    from wspace.reporting import paper
+    from wspace.reporting.report import interval_dict, paper_table2
 
     def results(metric):
         return {"task": "formal_languages", "objective": "total_variation", "objective_metric": metric,
@@ -255,7 +255,7 @@ def test_a_run_stored_before_the_published_defaults_resumes_with_its_own_choices
 
     import attrs
 
-    from wspace_core.run import load_run_config
+    from wspace.experiment.run import load_run_config
 
     stored = attrs.asdict(resolve(preset="smoke"))
     for key in ("loss_positions", "grad_clip_scope"):  # what an earlier wspace wrote

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from wspace_core import splits
-from wspace_core.downstream import DownstreamConfig, ood_training_models, protocol_rows
+from wspace.evaluation.downstream import DownstreamConfig, ood_training_models, protocol_rows
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
-from wspace_core.zoo.build import assign_tasks, preset_config, task_for
+from wspace.zoo.build import assign_tasks, preset_config, task_for
 
 
 def test_split_counts_follow_the_published_arithmetic():

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from wspace_core.cli import cli
+from wspace.cli import cli
 from wspace_core.registry import WspaceError
 
 ZOO_MODELS = 12
@@ -177,7 +177,7 @@ def test_full_disk_at_checkpoint_write_keeps_the_previous_checkpoint(finished):
 
 def test_disk_full_anywhere_else_is_a_message(finished, tmp_path, monkeypatch):
     """An OSError of a full disk met mid-work (here: writing config.json of a new run)."""
-    import wspace_core.run as run_module
+    import wspace.experiment.run as run_module
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -219,7 +219,7 @@ def test_read_only_out_dir_and_report_dir(finished, read_only_dir):
 # ---- item 12: Ctrl-C during the baseline, a diverged pretraining -----------------------------------
 
 def test_ctrl_c_during_the_baseline_promises_no_checkpoint(finished, monkeypatch):
-    import wspace_core.run as run_module
+    import wspace.experiment.run as run_module
 
     real = run_module.pretrain
 
@@ -250,7 +250,7 @@ def test_nan_loss_is_recorded_on_the_mlflow_run(finished, tmp_path, monkeypatch)
     """The encoder's pretraining diverges (the baseline did not): the MLflow run is FAILED and
     carries the message."""
     pytest.importorskip("mlflow")
-    import wspace_core.run as run_module
+    import wspace.experiment.run as run_module
     from mlflow.tracking import MlflowClient
 
     real = run_module.pretrain
@@ -274,9 +274,9 @@ def test_nan_loss_is_recorded_on_the_mlflow_run(finished, tmp_path, monkeypatch)
 
 
 def test_library_pretrain_raises_on_nan(finished):
-    from wspace_core.config import PRETRAIN_PRESETS, PretrainConfig
-    from wspace_core.pretrain import pretrain
-    from wspace_core.zoo import Zoo
+    from wspace.config import PRETRAIN_PRESETS, PretrainConfig
+    from wspace.training.pretrain import pretrain
+    from wspace.zoo import Zoo
 
     config = PretrainConfig(**{**PRETRAIN_PRESETS["smoke"], "lr": 1e30})
     with pytest.raises(WspaceError, match="pretraining diverged"):

@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from wspace_core.cli import cli
-from wspace_core.config import PRETRAIN_PRESETS, load_toml, resolve
+from wspace.cli import cli
+from wspace.config import PRETRAIN_PRESETS, load_toml, resolve
 from wspace_core.registry import WspaceError
 
 

@@ -19,15 +19,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from wspace_core.cli import cli
-from wspace_core.config import resolve
-from wspace_core.pretrain import load_checkpoint
+from wspace.cli import cli
+from wspace.config import resolve
+from wspace.training.pretrain import load_checkpoint
 from wspace_core.registry import WspaceError
-from wspace_core.zoo import Zoo, zoo_info
-from wspace_core.zoo.build import build_zoo, preset_config
-from wspace_core.zoo.chunks import CHUNKS_DIR, chunk_dirs
-from wspace_core.zoo.files import sha256_file
-from wspace_core.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, fingerprint, manifest_checksum
+from wspace.zoo import Zoo, zoo_info
+from wspace.zoo.build import build_zoo, preset_config
+from wspace.zoo.chunks import CHUNKS_DIR, chunk_dirs
+from wspace.zoo.files import sha256_file
+from wspace.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, fingerprint, manifest_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,7 +161,7 @@ def test_predict_and_resume_refuse_code(tmp_path, kind):
 
 
 def test_hostile_encoder_from_mlflow_refused(tmp_path):
-    from wspace_core.tracking import Tracker
+    from wspace.tracking import Tracker
 
     marker = tmp_path / "MARKER"
     hostile = hostile_checkpoints(tmp_path, marker)["reduce_instance"]
@@ -466,7 +466,7 @@ def _loader_offences(tree: ast.AST) -> list[str]:
 
 
 def test_meta_no_unsafe_loader_anywhere():
-    roots = [ROOT / "wspace_core", ROOT / "plugins", ROOT / "examples"]
+    roots = [ROOT / "wspace_core", ROOT / "wspace", ROOT / "plugins", ROOT / "examples"]
     files = [p for root in roots if root.is_dir() for p in root.rglob("*.py") if ".egg-info" not in str(p)]
     assert len(files) > 20
     offences = {str(p.relative_to(ROOT)): o for p in files if (o := _loader_offences(ast.parse(p.read_text())))}

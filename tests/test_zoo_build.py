@@ -15,11 +15,11 @@ from wspace_core import plugins
 from wspace_core.hookspecs import hookimpl
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec, TaskFamily, TrainingSchedule
-from wspace_core.zoo import Zoo, ZooWriter
-from wspace_core.zoo.build import (
+from wspace.zoo import Zoo, ZooWriter
+from wspace.zoo.build import (
     PRESETS, BuildProgress, ZooConfig, assign_tasks, build_zoo, preset_config, scaled_schedule,
 )
-from wspace_core.zoo.train import BatchedAdamW, split_groups
+from wspace.zoo.train import BatchedAdamW, split_groups
 
 ARRAYS = ("weights", "rollout_inputs", "rollout_outputs", "metadata")
 
@@ -376,7 +376,7 @@ def test_formal_languages_smoke_build_trains(tmp_path):
 def test_zoo_build_command_takes_task_settings(tmp_path):
     from click.testing import CliRunner
 
-    from wspace_core.cli import cli
+    from wspace.cli import cli
 
     _family_or_skip("formal_languages")
     out = tmp_path / "zoo"

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from wspace_core import plugins
 from wspace_core.architecture import Sizes
-from wspace_core.cli import cli
+from wspace.cli import cli
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
-from wspace_core.zoo import Zoo, import_paper
-from wspace_core.zoo.paper_import import infer_sizes
+from wspace.zoo import Zoo, import_paper
+from wspace.zoo.paper_import import infer_sizes
 
 STEPS = [0, 10, 100]
 RUNS, N = 3, 5

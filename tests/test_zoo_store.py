@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from wspace_core.cli import cli
+from wspace.cli import cli
 from wspace_core.registry import WspaceError
-from wspace_core.zoo import Zoo, ZooLockedError, ZooWriter, merge_zoos, zoo_info
-from wspace_core.zoo import store as store_module
-from wspace_core.zoo.chunks import CHUNKS_DIR, chunk_dirs
-from wspace_core.zoo.lock import LOCK_NAME
-from wspace_core.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, manifest_checksum
+from wspace.zoo import Zoo, ZooLockedError, ZooWriter, merge_zoos, zoo_info
+from wspace.zoo import store as store_module
+from wspace.zoo.chunks import CHUNKS_DIR, chunk_dirs
+from wspace.zoo.lock import LOCK_NAME
+from wspace.zoo.manifest import CHECKSUM_KEY, MANIFEST_NAME, manifest_checksum
 
 STEPS = [0, 10, 20]
 S = len(STEPS)
@@ -193,7 +193,7 @@ KILLED_WRITER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 import test_zoo_store as t
-from wspace_core.zoo import ZooWriter, files, store
+from wspace.zoo import ZooWriter, files, store
 
 writer = ZooWriter.create({path!r}, t.make_base())
 writer.commit_chunk(0, t.make_chunk(0))
@@ -351,7 +351,7 @@ def test_lock_held_but_not_yet_written_is_refused(tmp_path):
 
 
 def test_without_os_file_locks_the_pid_rule_holds(tmp_path, monkeypatch):
-    from wspace_core.zoo import lock as lock_module
+    from wspace.zoo import lock as lock_module
 
     monkeypatch.setattr(lock_module, "fcntl", None)
     path = tmp_path / "zoo"
@@ -426,7 +426,7 @@ def test_pickled_object_array_refused(zoo_dir):
     path = zoo_dir / "metadata.npy"
     hostile = np.empty((15, len(COLUMNS)), dtype=object)
     np.save(path, hostile, allow_pickle=True)
-    from wspace_core.zoo.files import sha256_file
+    from wspace.zoo.files import sha256_file
 
     edit_manifest(zoo_dir, lambda m: m["arrays"]["metadata"].update(
         dtype="|O", sha256=sha256_file(path), bytes=path.stat().st_size))
@@ -591,9 +591,9 @@ def test_cli_merge(tmp_path):
 
 
 def fake_build_module(interrupt_after: int | None):
-    """Stands in for wspace_core.zoo.build: commits chunks through the store, reports progress,
+    """Stands in for wspace.zoo.build: commits chunks through the store, reports progress,
     and (optionally) gets a Ctrl-C after some chunks."""
-    module = types.ModuleType("wspace_core.zoo.build")
+    module = types.ModuleType("wspace.zoo.build")
     seen = {}
 
     def preset_config(task, preset, **overrides):
@@ -620,8 +620,8 @@ def fake_build_module(interrupt_after: int | None):
 def test_cli_build_ctrl_c_leaves_a_resumable_zoo(tmp_path, monkeypatch):
     out = tmp_path / "zoo"
     module, seen = fake_build_module(interrupt_after=1)
-    monkeypatch.setitem(sys.modules, "wspace_core.zoo.build", module)
-    import wspace_core.zoo as zoo_package
+    monkeypatch.setitem(sys.modules, "wspace.zoo.build", module)
+    import wspace.zoo as zoo_package
 
     monkeypatch.setattr(zoo_package, "build", module, raising=False)
     runner = CliRunner()
@@ -633,7 +633,7 @@ def test_cli_build_ctrl_c_leaves_a_resumable_zoo(tmp_path, monkeypatch):
     assert zoo_info(out)["chunks"]["committed"] == 1
 
     module, _ = fake_build_module(interrupt_after=None)
-    monkeypatch.setitem(sys.modules, "wspace_core.zoo.build", module)
+    monkeypatch.setitem(sys.modules, "wspace.zoo.build", module)
     monkeypatch.setattr(zoo_package, "build", module, raising=False)
     result = runner.invoke(cli, ["zoo", "build", "--task", "fake_task", "--out", str(out), "--resume"])
     assert result.exit_code == 0, result.output

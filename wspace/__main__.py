@@ -1,0 +1,3 @@
+from wspace.cli import main
+
+main()

@@ -1,0 +1,465 @@
+"""`wspace compare`: every encoder and the no-information baseline, for several seeds, on one zoo,
+under one parent MLflow run with a child run each; the paper's comparisons as a report directory.
+
+For each seed and encoder: emulation pretraining (``pretrain``), then for the encoders (not the
+baseline) emulation fidelity, property prediction from the frozen z and, unless skipped, the
+supervised baseline (the same encoder trained end to end). With the first seed's encoders: the
+embedding plots, the probing inputs of the probing encoders, and the hidden-neuron permutation
+table (trained and freshly initialised encoders). Figures over seeds are means with percentile-
+bootstrap intervals (``wspace.reporting.report.bootstrap_ci``).
+
+The report directory holds report.md, results.json, runs.json (each finished child run, written
+as they finish) and plots/; it is also logged as artifacts of the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import attrs
+import numpy as np
+import torch
+
+from wspace_core import plugins
+from wspace.config import RunConfig
+from wspace.evaluation.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, predict_supervised, properties_of
+from wspace_core.encoder import BlackBox, FunctionalistEncoder
+from wspace.evaluation.permutation_table import incomplete_summary, permutation_table, pick_networks
+from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
+from wspace_core.registry import WspaceError
+from wspace.reporting.report import bootstrap_ci, interval_dict, ordering_vs_paper, render_markdown
+from wspace.experiment.run import (BASELINE, embeddings, emulation_fidelity, ensure_zoo, json_default, pearson,
+                             result_summary, task_labels)
+from wspace_core.task import SPLITS
+from wspace.validation import check_seed
+
+__all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders",
+           "parse_seeds", "rebuild_report"]
+
+Echo = Callable[[str], None]
+
+
+def _names(value) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _check_encoders(instance, attribute, value):
+    if not value:
+        raise WspaceError("compare needs at least one encoder (--encoders)")
+    if len(set(value)) != len(value):
+        raise WspaceError(f"--encoders names an encoder twice: {', '.join(value)}")
+    if BASELINE in value:
+        raise WspaceError(f"{BASELINE!r} always runs as the baseline; leave it out of --encoders")
+
+
+def _check_seeds(instance, attribute, value):
+    if not value:
+        raise WspaceError("compare needs at least one seed (--seeds)")
+    if len(set(value)) != len(value):
+        raise WspaceError(f"--seeds repeats a seed: {', '.join(map(str, value))}")
+
+
+def _positive(instance, attribute, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+@attrs.frozen
+class CompareConfig:
+    """A comparison: the run settings shared by every encoder, which encoders, which seeds."""
+
+    run: RunConfig
+    encoders: tuple[str, ...] = attrs.field(converter=_names, validator=_check_encoders)
+    seeds: tuple[int, ...] = attrs.field(converter=_names, validator=_check_seeds)
+    report_dir: str = "wspace_report"
+    skip_supervised: bool = False
+    #: validation networks whose probing inputs are drawn (probing encoders)
+    probe_networks: int = attrs.field(default=4, validator=_positive)
+    #: networks in the permutation table
+    permutation_networks: int = attrs.field(default=32, validator=_positive)
+    #: the command line that started it, recorded in report.md
+    command: str = ""
+
+
+def parse_encoders(spec: str) -> tuple[str, ...]:
+    """ "all" (every registered encoder but the baseline) or a comma list of registered names."""
+    registry = plugins.encoders()
+    if spec.strip().lower() == "all":
+        return tuple(n for n in registry.names() if n != BASELINE)
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    for name in names:
+        registry.get(name)  # unknown names fail with the registered ones listed
+    return names
+
+
+def parse_seeds(spec: str | int, first: int = 0) -> tuple[int, ...]:
+    """ "3" -> (first, first+1, first+2); "0,4,9" -> those seeds."""
+    text = str(spec).strip()
+    try:
+        if "," in text:
+            return tuple(check_seed(int(s), "every one of --seeds") for s in text.split(",") if s.strip())
+        count = int(text)
+    except ValueError:
+        raise WspaceError(f"--seeds takes a number of seeds or a comma list of seeds, got {spec!r}") from None
+    if count < 1:
+        raise WspaceError(f"--seeds must be at least 1, got {count}")
+    seeds = tuple(range(first, first + count))
+    check_seed(seeds[-1], f"the last of {count} seeds from --seed {first}")
+    return seeds
+
+
+def encoder_options_for(name: str, options: dict) -> dict:
+    """The options that apply to encoder ``name``: ``ENCODER.KEY`` keys for that encoder, plain
+    keys for every encoder; ``probing_strategy`` only for functionalist encoders."""
+    if name == BASELINE:
+        return {}
+    functionalist = issubclass(plugins.encoders().get(name), FunctionalistEncoder)
+    out = {}
+    for key, value in options.items():
+        prefix, _, rest = key.partition(".")
+        if rest:
+            if prefix == name:
+                out[rest] = value
+            continue
+        if key == "probing_strategy" and not functionalist:
+            continue
+        out[key] = value
+    return out
+
+
+# ---- one child run ----------------------------------------------------------------------------
+
+@attrs.define
+class _Outcome:
+    record: dict
+    result: PretrainResult
+    fidelity: dict | None
+
+
+def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_id: str, work_dir: Path,
+             echo: Echo, pretrain_progress) -> _Outcome:
+    run_cfg = config.run
+    options = encoder_options_for(name, run_cfg.encoder_options)
+    child_cfg = attrs.evolve(run_cfg, encoder=name, seed=seed, encoder_options=options)
+    with tracker.start_run(f"{name}-seed{seed}", parent_run_id=parent_id,
+                           tags={"arch": run_cfg.arch, "task": run_cfg.task, "encoder": name, "seed": seed,
+                                 "zoo_fingerprint": zoo.fingerprint, "preset": run_cfg.preset,
+                                 "baseline": name == BASELINE}) as child_id:
+        tracker.log_params(attrs.asdict(child_cfg))
+        result = pretrain(zoo, name, run_cfg.pretrain, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
+                          encoder_options=options, seed=seed, device=run_cfg.device,
+                          log_metrics=tracker.log_metrics, progress=pretrain_progress)
+        tracker.log_metrics({f"best/{s}/{m}": v for s, ms in result.metrics.items() for m, v in ms.items()},
+                            result.best_step)
+        record = {"encoder": name, "seed": seed, "kind": "baseline" if name == BASELINE else result.encoder.kind,
+                  "encoder_options": options, "pretrain": result_summary(result),
+                  "mlflow_run_id": str(child_id) or None}
+        fidelity = None
+        specs = properties_of(zoo)
+        dcfg = DOWNSTREAM_PRESETS[run_cfg.preset]
+        if name == BASELINE:  # a head on a z that carries nothing: the chance level of every property
+            echo(f"  {name}: property prediction (the chance level)")
+            record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
+                                                         device=run_cfg.device)
+            tracker.log_metrics({f"downstream_frozen/{prop}/{split}/{k}": v
+                                 for prop, splits in record["downstream_frozen"].items()
+                                 for split, ms in splits.items() for k, v in ms.items()}, result.best_step)
+        else:
+            echo(f"  {name}: emulation fidelity, property prediction")
+            fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
+            record["emulation_fidelity"] = {"original_mean": float(np.mean(fidelity["original"])),
+                                            "emulated_mean": float(np.mean(fidelity["emulated"])),
+                                            "correlation": pearson(fidelity["original"], fidelity["emulated"])}
+            record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
+                                                         device=run_cfg.device)
+            if not config.skip_supervised:
+                echo(f"  {name}: supervised baseline (trained end to end)")
+                record["downstream_supervised"] = {
+                    spec.name: predict_supervised(name, zoo, spec, dcfg, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
+                                                  encoder_options=options, seed=seed, device=run_cfg.device)
+                    for spec in specs}
+            metrics = {f"fidelity/{k}": v for k, v in record["emulation_fidelity"].items()}
+            for setting in ("downstream_frozen", "downstream_supervised"):
+                for prop, splits in record.get(setting, {}).items():
+                    metrics.update({f"{setting}/{prop}/{split}/{k}": v
+                                    for split, ms in splits.items() for k, v in ms.items()})
+            tracker.log_metrics(metrics, result.best_step)
+        run_dir = work_dir / f"{name}-seed{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
+                    "encoder_name": name, "config": json.dumps(attrs.asdict(child_cfg)),
+                    "zoo_fingerprint": zoo.fingerprint},
+                   run_dir / "encoder.pt")  # loadable by `wspace predict --run <child run id or dir>`
+        tracker.log_artifact(run_dir / "encoder.pt")
+        tracker.log_dict(_finite(record), "results.json")
+    return _Outcome(record, result, fidelity)
+
+
+# ---- aggregation ------------------------------------------------------------------------------
+
+def aggregate_runs(records: list[dict], encoders: list[str], seed: int) -> dict:
+    """Every figure of the runs (runs.json records) as mean and 95% bootstrap interval over seeds:
+    emulation losses, fidelity, and per property the headline metric (``encoders``) and the head's
+    other figures (``details``)."""
+    by_encoder = {e: [r for r in records if r["encoder"] == e] for e in encoders}
+    emulation = {}
+    for enc, runs in by_encoder.items():
+        if not runs:
+            continue
+        metrics = runs[0]["pretrain"]["metrics"]
+        emulation[enc] = {split: {m: interval_dict([r["pretrain"]["metrics"][split][m] for r in runs], seed)
+                                  for m in metrics[split]} for split in metrics}
+    fidelity = {enc: {k: interval_dict([r["emulation_fidelity"][k] for r in runs], seed)
+                      for k in ("correlation", "original_mean", "emulated_mean")}
+                for enc, runs in by_encoder.items() if runs and "emulation_fidelity" in runs[0]}
+    downstream: dict = {}
+    for enc, runs in by_encoder.items():
+        if not runs or "downstream_frozen" not in runs[0]:
+            continue
+        for prop, splits in runs[0]["downstream_frozen"].items():
+            metric, _ = headline(splits["validation"])
+            entry = downstream.setdefault(prop, {"metric": metric, "encoders": {}, "details": {}})
+            settings, details = {}, {}
+            for setting in ("frozen", "supervised"):
+                key = f"downstream_{setting}"
+                if key in runs[0] and prop in runs[0][key]:
+                    settings[setting] = {split: interval_dict([r[key][prop][split][metric] for r in runs], seed)
+                                         for split in ("train", "validation", "ood")}
+                    # every other figure the head reports (per-offset accuracies, MAE, ...), loss aside
+                    details[setting] = {split: {m: interval_dict([r[key][prop][split][m] for r in runs], seed)
+                                                for m in runs[0][key][prop][split] if m not in ("loss", metric)}
+                                        for split in ("validation", "ood")}
+            entry["encoders"][enc] = settings
+            entry["details"][enc] = details
+    return {"emulation": emulation, "fidelity": fidelity, "downstream": downstream}
+
+
+# ---- figures of the first seed -----------------------------------------------------------------
+
+def _probe_plots(zoo, encoders: dict[str, torch.nn.Module], config: CompareConfig, plot_dir: Path) -> dict[str, str]:
+    """Heatmaps of the probes the trained probing encoders send to a few validation networks."""
+    from wspace.reporting.report import probe_heatmap
+
+    probing = {n: e for n, e in encoders.items() if callable(getattr(e, "trace", None))}
+    if not probing:
+        return {}
+    arch, task = zoo.architecture(), zoo.task_family()
+    rows, _ = pick_networks(zoo, "validation", config.probe_networks, snapshot=-1)
+    device = torch.device(config.run.device)
+    params = arch.layout.unflatten(torch.from_numpy(np.asarray(zoo.weights[rows], dtype=np.float32)).to(device))
+    meta = zoo.metadata
+    first = task.metric_columns[0]
+    labels = [", ".join(f"{c}={meta[c][r]:g}" for c in task.task_columns) + f"\n{first} {meta[first][r]:.2f}"
+              for r in rows]
+    out = {}
+    for name, encoder in probing.items():
+        encoder.eval()
+        with torch.no_grad():
+            trace = encoder.trace(BlackBox(arch, params, task.input_kind, task.output_kind))
+        encoder.train()
+        out[name] = str(probe_heatmap(trace.probes.cpu().numpy(), plot_dir / f"probes_{name}.png",
+                                      f"{name}: probing inputs (validation networks)", labels))
+    return out
+
+
+def _embedding_plots(zoo, results: dict[str, PretrainResult], device: str, plot_dir: Path) -> tuple[dict, dict]:
+    from wspace.reporting import plots
+
+    perf_column = zoo.task_family().metric_columns[0]
+    out = {}
+    for name, result in results.items():
+        rows, z = embeddings(result, zoo, "validation", device)
+        labels, perf = task_labels(zoo, rows), zoo.metadata[perf_column][rows]
+        out[name] = {
+            "task": str(plots.embedding_plot(z, labels, f"{name}: z of validation networks",
+                                             plot_dir / f"embedding_{name}_by_task.png", color_label="task",
+                                             categorical=True)),
+            "performance": str(plots.embedding_plot(z, perf, f"{name}: z of validation networks",
+                                                    plot_dir / f"embedding_{name}_by_performance.png",
+                                                    color_label=perf_column, categorical=False)),
+        }
+    rows = np.asarray(zoo.rows(split="validation"))
+    weights = np.asarray(zoo.weights[np.sort(rows)], dtype=np.float32)  # (V, P)
+    labels, perf = task_labels(zoo, np.sort(rows)), zoo.metadata[perf_column][np.sort(rows)]
+    raw = {
+        "task": str(plots.tsne_or_pca_plot(weights, labels, "raw flattened weights of validation networks",
+                                           plot_dir / "raw_weights_by_task.png", color_label="task",
+                                           categorical=True)),
+        "performance": str(plots.tsne_or_pca_plot(weights, perf, "raw flattened weights of validation networks",
+                                                  plot_dir / "raw_weights_by_performance.png",
+                                                  color_label=perf_column, categorical=False)),
+    }
+    return out, raw
+
+
+# ---- the comparison ---------------------------------------------------------------------------
+
+def _zoo_summary(zoo) -> dict:
+    return {"path": str(zoo.path), "fingerprint": zoo.fingerprint, "num_models": zoo.num_models,
+            "rows_per_model": zoo.rows_per_model, "num_rows": zoo.num_rows,
+            "snapshot_steps": zoo.snapshot_steps, "num_params": int(zoo.weights.shape[1]),
+            "rows_per_split": {s: int(len(zoo.rows(split=s))) for s in SPLITS}}
+
+
+def _versions() -> dict:
+    from wspace_core import __version__
+
+    return {"wspace": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def _finite(data):
+    """NaN and infinities -> None, so the JSON is strict (a correlation of constant data is NaN)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    plain = json.loads(json.dumps(data, default=json_default))
+    tmp.write_text(json.dumps(_finite(plain), indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretrain_progress=None,
+            tracker=None) -> dict:
+    """Run the comparison and write its report directory; returns the results (= results.json)."""
+    from wspace.reporting import plots
+    from wspace.tracking import Tracker
+
+    t0 = time.perf_counter()
+    run_cfg = config.run
+    report_dir = Path(config.report_dir)
+    plot_dir = report_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker or Tracker(run_cfg.tracking_uri, run_cfg.experiment, enabled=run_cfg.tracking,
+                                 local_dir=report_dir)
+    zoo = ensure_zoo(run_cfg, echo, zoo_progress)
+    properties_of(zoo)  # the task family's properties exist before any training
+    work_dir = Path(run_cfg.out_dir) / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{run_cfg.task}"
+    names = [BASELINE, *config.encoders]
+    total = len(names) * len(config.seeds)
+
+    with tracker.start_run(f"compare-{run_cfg.arch}-{run_cfg.task}",
+                           tags={"arch": run_cfg.arch, "task": run_cfg.task, "kind": "compare",
+                                 "encoders": ",".join(config.encoders), "preset": run_cfg.preset,
+                                 "zoo_fingerprint": zoo.fingerprint}) as parent_id:
+        tracker.log_params({"compare": {"encoders": list(config.encoders), "seeds": list(config.seeds),
+                                        "skip_supervised": config.skip_supervised,
+                                        "probe_networks": config.probe_networks,
+                                        "permutation_networks": config.permutation_networks},
+                            "run": attrs.asdict(run_cfg)})
+        records, first_results, fidelities = [], {}, {}
+        done = 0
+        for seed in config.seeds:
+            for name in names:
+                done += 1
+                echo(f"[{done}/{total}] seed {seed}: pretraining {name} by emulation "
+                     f"({run_cfg.pretrain.steps} steps at most)")
+                outcome = _run_one(zoo, name, seed, config, tracker, parent_id, work_dir, echo, pretrain_progress)
+                records.append(outcome.record)
+                _write_json(report_dir / "runs.json", records)
+                if seed == config.seeds[0] and name != BASELINE:
+                    first_results[name] = outcome.result
+                    fidelities[name] = outcome.fidelity
+
+        echo("aggregating over seeds; figures of the first seed's encoders")
+        results = {
+            "command": config.command or f"wspace compare --encoders {','.join(config.encoders)}",
+            "versions": _versions(), "arch": run_cfg.arch, "task": run_cfg.task, "preset": run_cfg.preset,
+            "device": run_cfg.device, "objective": run_cfg.pretrain.objective,
+            "loss_positions": run_cfg.pretrain.loss_positions, "zoo": _zoo_summary(zoo),
+            "objective_metric": records[0]["pretrain"]["objective_metric"],
+            "metric_info": records[0]["pretrain"]["metric_info"],
+            "encoders": names, "kinds": {r["encoder"]: r["kind"] for r in records},
+            "seeds": list(config.seeds), "skip_supervised": config.skip_supervised, "config": attrs.asdict(config),
+            "runs": records,
+        }
+        results.update(aggregate_runs(records, names, seed=run_cfg.seed))
+        results["emulation_metrics"] = sorted(next(iter(results["emulation"].values()))["validation"])
+        plot_paths: dict = {"fidelity": {}, "downstream": {}}
+        for name, fid in fidelities.items():
+            plot_paths["fidelity"][name] = str(plots.fidelity_plot(
+                fid["original"], fid["emulated"], plot_dir / f"fidelity_{name}.png",
+                f"{name}: emulation fidelity (validation, seed {config.seeds[0]})"))
+        from wspace.reporting.report import downstream_bar_plot
+
+        for prop, entry in results["downstream"].items():
+            plot_paths["downstream"][prop] = str(downstream_bar_plot(
+                entry["encoders"], entry["metric"], plot_dir / f"downstream_{prop}.png",
+                f"{prop}: pretrained vs supervised"))
+        plot_paths["embeddings"], plot_paths["raw_weights"] = _embedding_plots(zoo, first_results, run_cfg.device,
+                                                                                plot_dir)
+        plot_paths["probes"] = _probe_plots(zoo, {n: r.encoder for n, r in first_results.items()}, config, plot_dir)
+        objective_key = f"validation/{results['objective_metric']}"
+        curves = {n: ([h["step"] for h in r.history], [h[objective_key] for h in r.history])
+                  for n, r in first_results.items()}
+        plot_paths["loss_curves"] = str(plots.loss_curve_plot(
+            curves, plot_dir / "pretraining_validation_loss.png",
+            f"validation emulation loss (seed {config.seeds[0]})", ylabel=results["objective_metric"]))
+        results["plots"] = plot_paths
+
+        echo("hidden-neuron permutation table (untrained and trained encoders)")
+        encoders_for_table = {}
+        context = encoder_context(zoo, run_cfg.z_dim, run_cfg.preset)
+        for name in config.encoders:
+            torch.manual_seed(config.seeds[0])
+            options = encoder_options_for(name, run_cfg.encoder_options)
+            fresh = build_encoder(name, attrs.evolve(context, options=options)).to(torch.device(run_cfg.device))
+            encoders_for_table[f"{name} (untrained)"] = fresh
+            encoders_for_table[f"{name} (trained)"] = first_results[name].encoder
+        table = permutation_table(zoo, encoders_for_table, num_networks=config.permutation_networks,
+                                  seed=config.seeds[0], device=run_cfg.device)
+        table["incomplete"] = {name: incomplete_summary(row) for name, row in table["rows"].items()}
+        results["permutation"] = table
+
+        results["ordering"] = ordering_vs_paper(results)
+        results["mlflow"] = {"parent_run_id": str(parent_id) or None, "tracking": tracker.run_url_or_path(parent_id)}
+        results["seconds"] = time.perf_counter() - t0
+        summary = {f"{enc}/{split}/{results['objective_metric']}": e[split][results["objective_metric"]]["mean"]
+                   for enc, e in results["emulation"].items() for split in ("validation", "ood")}
+        tracker.log_metrics({f"emulation/{k}": v for k, v in summary.items() if math.isfinite(v)}, 0)
+        _write_json(report_dir / "results.json", results)
+        (report_dir / "report.md").write_text(render_markdown(results, report_dir))
+        tracker.log_artifact(report_dir, "report")
+        echo(f"report written to {report_dir / 'report.md'}")
+        return results
+
+
+def rebuild_report(report_dir: str | Path, note: str | None = None) -> dict:
+    """Recompute a finished comparison's aggregates, ordering paragraph, downstream bar plots and
+    report.md from the per-run records in its results.json (nothing is retrained): for a report
+    written by an older wspace, or after records were added to ``runs``. ``note`` (what was done
+    to the records, say) is kept in results.json and shown under the report's header. Returns
+    the results."""
+    from wspace.reporting.report import downstream_bar_plot
+
+    report_dir = Path(report_dir)
+    path = report_dir / "results.json"
+    if not path.exists():
+        raise WspaceError(f"{report_dir} holds no results.json; point at the --out directory of a finished "
+                          f"`wspace compare`")
+    results = json.loads(path.read_text())
+    if note:
+        results["notes"] = [*results.get("notes", []), note]
+    results.update(aggregate_runs(results["runs"], results["encoders"], seed=results["config"]["run"]["seed"]))
+    plot_dir = report_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    results.setdefault("plots", {})["downstream"] = {
+        prop: str(downstream_bar_plot(entry["encoders"], entry["metric"], plot_dir / f"downstream_{prop}.png",
+                                      f"{prop}: pretrained vs supervised"))
+        for prop, entry in results["downstream"].items()}
+    results["ordering"] = ordering_vs_paper(results)
+    _write_json(path, results)
+    (report_dir / "report.md").write_text(render_markdown(results, report_dir))
+    return results

@@ -1,0 +1,1 @@
+"""Emulation pretraining: the emulator, the training loop, data parallelism under torchrun."""

@@ -1,3 +1,0 @@
-from wspace_core.cli import main
-
-main()

@@ -20,8 +20,10 @@ from wspace.experiment.compare import (aggregate_runs, encoder_options_for, pars
 from wspace.evaluation.permutation_table import CORRECT, FUNCTION_ROW, WEIGHTS_ROW, permutation_table
 from wspace.training.pretrain import build_encoder, encoder_context
 from wspace_core.registry import UnknownNameError, WspaceError
-from wspace.reporting.report import (bootstrap_ci, details_table, downstream_bar_plot, interval_dict, ordering_vs_paper,
-                                probe_heatmap)
+from wspace.reporting.claims import ordering_vs_paper
+from wspace.reporting.markdown import details_table
+from wspace.reporting.plots import downstream_bar_plot, probe_heatmap
+from wspace.reporting.statistics import bootstrap_ci, interval_dict
 from wspace.zoo import ZooWriter
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -231,7 +231,8 @@ def test_wspace_options_are_named_flags(monkeypatch, tmp_path):
 
 def test_table2_prints_the_papers_figure_beside_the_published_metric_only():
     from wspace.reporting import paper
-    from wspace.reporting.report import interval_dict, paper_table2
+    from wspace.reporting.markdown import paper_table2
+    from wspace.reporting.statistics import interval_dict
 
     def results(metric):
         return {"task": "formal_languages", "objective": "total_variation", "objective_metric": metric,

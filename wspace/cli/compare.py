@@ -59,7 +59,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
         wspace compare --preset paper --task formal_languages --device cuda --out paper-report
     """
     from wspace.experiment.compare import CompareConfig, compare, encoder_options_for, parse_encoders, parse_seeds
-    from wspace.reporting.report import paper_table2
+    from wspace.reporting.markdown import paper_table2
     from wspace.experiment.run import BASELINE
     from wspace.validation import check_run, check_writable_dir
 

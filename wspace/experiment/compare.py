@@ -6,7 +6,7 @@ baseline) emulation fidelity, property prediction from the frozen z and, unless 
 supervised baseline (the same encoder trained end to end). With the first seed's encoders: the
 embedding plots, the probing inputs of the probing encoders, and the hidden-neuron permutation
 table (trained and freshly initialised encoders). Figures over seeds are means with percentile-
-bootstrap intervals (``wspace.reporting.report.bootstrap_ci``).
+bootstrap intervals (``wspace.reporting.statistics.bootstrap_ci``).
 
 The report directory holds report.md, results.json, runs.json (each finished child run, written
 as they finish) and plots/; it is also logged as artifacts of the parent run.
@@ -32,7 +32,9 @@ from wspace_core.encoder import BlackBox, FunctionalistEncoder
 from wspace.evaluation.permutation_table import incomplete_summary, permutation_table, pick_networks
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace_core.registry import WspaceError
-from wspace.reporting.report import bootstrap_ci, interval_dict, ordering_vs_paper, render_markdown
+from wspace.reporting.claims import ordering_vs_paper
+from wspace.reporting.markdown import render_markdown
+from wspace.reporting.statistics import bootstrap_ci, interval_dict
 from wspace.experiment.run import (BASELINE, embeddings, emulation_fidelity, ensure_zoo, json_default, pearson,
                              result_summary, task_labels)
 from wspace_core.task import SPLITS
@@ -243,7 +245,7 @@ def aggregate_runs(records: list[dict], encoders: list[str], seed: int) -> dict:
 
 def _probe_plots(zoo, encoders: dict[str, torch.nn.Module], config: CompareConfig, plot_dir: Path) -> dict[str, str]:
     """Heatmaps of the probes the trained probing encoders send to a few validation networks."""
-    from wspace.reporting.report import probe_heatmap
+    from wspace.reporting.plots import probe_heatmap
 
     probing = {n: e for n, e in encoders.items() if callable(getattr(e, "trace", None))}
     if not probing:
@@ -392,7 +394,7 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
             plot_paths["fidelity"][name] = str(plots.fidelity_plot(
                 fid["original"], fid["emulated"], plot_dir / f"fidelity_{name}.png",
                 f"{name}: emulation fidelity (validation, seed {config.seeds[0]})"))
-        from wspace.reporting.report import downstream_bar_plot
+        from wspace.reporting.plots import downstream_bar_plot
 
         for prop, entry in results["downstream"].items():
             plot_paths["downstream"][prop] = str(downstream_bar_plot(
@@ -442,7 +444,7 @@ def rebuild_report(report_dir: str | Path, note: str | None = None) -> dict:
     written by an older wspace, or after records were added to ``runs``. ``note`` (what was done
     to the records, say) is kept in results.json and shown under the report's header. Returns
     the results."""
-    from wspace.reporting.report import downstream_bar_plot
+    from wspace.reporting.plots import downstream_bar_plot
 
     report_dir = Path(report_dir)
     path = report_dir / "results.json"

@@ -37,7 +37,7 @@ INTERACTIVE = "interactive_probing"
 NONINTERACTIVE = "noninteractive_probing"
 DWSNET = "dwsnet"
 
-#: the claims ``wspace.reporting.report.ordering_vs_paper`` tests, in the paper's words (where)
+#: the claims ``wspace.reporting.claims.ordering_vs_paper`` tests, in the paper's words (where)
 CLAIMS = {
     "emulation_order_formal_languages": (
         "On formal languages, emulation loss: interactive probing < non-interactive probing < every "

@@ -1,5 +1,6 @@
-"""Report figures: embeddings of z (PCA), of raw weights (t-SNE or PCA), emulation fidelity (the
-paper's Fig. 5) and loss curves. Each function writes one PNG and returns its path.
+"""Every figure of a report: embeddings of z (PCA), of raw weights (t-SNE or PCA), emulation
+fidelity (the paper's Fig. 5), loss curves, the probing encoders' inputs (Fig. 15) and downstream
+bars with bootstrap error bars (Fig. 8). Each function writes one PNG and returns its path.
 
 Figures are drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure``), so nothing
 here touches pyplot's global state or the backend the rest of a program uses.
@@ -7,6 +8,7 @@ here touches pyplot's global state or the backend the rest of a program uses.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -189,4 +191,70 @@ def loss_curve_plot(series: Mapping[str, Series], path: PathLike, title: str = "
     if series:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def probe_heatmap(probes: np.ndarray, path: PathLike, title: str, network_labels: Sequence[str] | None = None,
+                  token_labels: Sequence[str] | None = None) -> Path:
+    """The probe inputs a probing encoder sent: probes (M, T, P, I) -> a grid of heatmaps, one row
+    per network and one column per parallel probe, each input token (or input dimension) × step."""
+    probes = np.asarray(probes, dtype=np.float64)
+    if probes.ndim != 4:
+        raise ValueError(f"probes must have shape (networks, steps, probes, inputs), got {probes.shape}")
+    M, T, P, I = probes.shape
+    fig = _figure((1.0 + 2.2 * P + 0.8, 0.6 + 1.6 * M))
+    axes = fig.subplots(M, P, squeeze=False)
+    vmin, vmax = float(probes.min()), float(probes.max())
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    image = None
+    for m in range(M):
+        for p in range(P):
+            ax = axes[m][p]
+            image = ax.imshow(probes[m, :, p, :].T, aspect="auto", origin="lower", cmap="magma",
+                              vmin=vmin, vmax=vmax, interpolation="nearest")  # (I, T)
+            ax.set_yticks(range(I) if I <= 12 else np.linspace(0, I - 1, 5).round().astype(int))
+            if token_labels is not None and I <= 12:
+                ax.set_yticklabels(list(token_labels))
+            if m == M - 1:
+                ax.set_xlabel("probing step")
+            if m == 0:
+                ax.set_title(f"probe {p}", fontsize="small")
+            if p == 0:
+                label = network_labels[m] if network_labels is not None else f"network {m}"
+                ax.set_ylabel(f"{label}\ninput", fontsize="x-small")
+    fig.colorbar(image, ax=axes, label="probe input", shrink=0.8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def downstream_bar_plot(entries: Mapping[str, Mapping[str, Mapping[str, Mapping]]], metric: str, path: PathLike,
+                        title: str, splits: Sequence[str] = ("validation", "ood")) -> Path:
+    """Grouped bars with bootstrap error bars. entries: encoder -> setting ("frozen",
+    "supervised") -> split -> interval dict. One panel per split, one bar per (encoder, setting)."""
+    encoders = list(entries)
+    settings = sorted({s for e in entries.values() for s in e}, key=["frozen", "supervised"].index)
+    fig = _figure((1.5 + 1.1 * max(len(encoders), 2) * len(splits), 4.2))
+    axes = fig.subplots(1, len(splits), squeeze=False)[0]
+    palette = _palette(max(len(settings), 2))
+    width = 0.8 / max(len(settings), 1)
+    x = np.arange(len(encoders))
+    for ax, split in zip(axes, splits):
+        for k, setting in enumerate(settings):
+            mean, low, high = [], [], []
+            for enc in encoders:
+                entry = entries[enc].get(setting, {}).get(split)
+                m = entry["mean"] if entry else math.nan
+                mean.append(m)
+                low.append(m - entry["low"] if entry else 0.0)
+                high.append(entry["high"] - m if entry else 0.0)
+            label = "pretrained (frozen z + head)" if setting == "frozen" else "supervised (end to end)"
+            ax.bar(x + (k - (len(settings) - 1) / 2) * width, mean, width, yerr=[low, high], capsize=3,
+                   color=palette[k], label=label)
+        ax.set_xticks(x)
+        ax.set_xticklabels(encoders, rotation=30, ha="right", fontsize="small")
+        ax.set(title=split, ylabel=metric)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
     return _save(fig, path)

@@ -6,6 +6,7 @@ import torch
 
 from wspace_core import plugins
 from wspace_core.heads import encode_targets, head_for
+from wspace_core.objective import Head
 from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec
 
@@ -153,3 +154,60 @@ def test_head_fits_a_learnable_mapping(spec):
         assert m["mae"] < 0.02
     else:
         assert m["mae_degrees"] < 10
+
+
+# ---- a third-party head of a new kind ----------------------------------------------------------
+
+class CountHead(Head):
+    """Counts (e.g. of states visited): Poisson regression on log-rates; headline: mean deviance."""
+
+    kinds = ("count",)
+    headline_metric = "poisson_deviance"
+
+    def __init__(self, spec, z_dim, hidden=128):
+        super().__init__(spec, z_dim, hidden)
+        self.net = torch.nn.Linear(z_dim, 1)
+
+    @classmethod
+    def encode_targets(cls, spec, columns):
+        return torch.from_numpy(np.asarray(columns[spec.columns[0]], dtype=np.float32).round())
+
+    def forward(self, z):
+        return self.net(z).squeeze(-1)  # (B,) log-rates
+
+    def loss(self, pred, target):
+        return torch.nn.functional.poisson_nll_loss(pred, target)
+
+    def metrics(self, pred, target):
+        rate = pred.exp()
+        deviance = 2 * (torch.xlogy(target, target / rate) - (target - rate))
+        return {"poisson_deviance": deviance.mean().item()}
+
+
+def test_a_third_party_head_of_a_new_kind_gets_targets_and_a_headline(register_plugin, plugin_namespace):
+    from wspace_core.heads import higher_is_better
+    from wspace_core.hookspecs import hookimpl
+    from wspace.evaluation.downstream import headline
+
+    spec = PropertySpec("visits", "count", ("visits",))
+    with pytest.raises(WspaceError, match="'count'"):
+        encode_targets(spec, {"visits": np.array([1.0])})
+
+    @hookimpl
+    def register_heads(register):
+        register("count", CountHead)
+
+    plugin_namespace.register_heads = register_heads
+    register_plugin(plugin_namespace, "count_head")
+    target = encode_targets(spec, {"visits": np.array([0.0, 2.0, 7.0])})
+    assert target.dtype == torch.float32 and target.tolist() == [0.0, 2.0, 7.0]
+    head = head_for(spec, 4)
+    assert isinstance(head, CountHead)
+    metrics = {"loss": 1.5, **head.metrics(head(torch.zeros(3, 4)), target)}
+    assert headline(metrics) == ("poisson_deviance", metrics["poisson_deviance"])
+    assert higher_is_better("poisson_deviance") is False
+    # the bundled heads' headlines, as each declares them
+    assert headline({"loss": 0.3, "exact_accuracy": 0.5, "accuracy_ma": 0.9}) == ("exact_accuracy", 0.5)
+    assert headline({"loss": 0.3, "mse": 0.1, "mae": 0.2}) == ("mse", 0.1)
+    assert headline({"loss": 0.3, "other": 0.1}) == ("loss", 0.3)
+    assert higher_is_better("accuracy") and higher_is_better("exact_accuracy") and not higher_is_better("mae_degrees")

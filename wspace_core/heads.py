@@ -1,5 +1,7 @@
-"""From a PropertySpec to a trained-ready head: finding a registered head for its kind, and
-encoding its targets from zoo metadata columns into what every head's ``loss`` expects."""
+"""From a PropertySpec to a trained-ready head: finding the registered head for its kind, asking
+that head to encode its targets from zoo metadata columns, and the headline metrics the registered
+heads declare. The decoding helpers (``metadata_column``, ``class_indices``, ``group_sizes``) are
+for heads to build their ``encode_targets`` from."""
 
 from __future__ import annotations
 
@@ -13,12 +15,10 @@ from wspace_core.objective import Head
 from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec
 
-CLASS_KINDS = ("multihot", "categorical")
 
-
-def head_for(spec: PropertySpec, z_dim: int, hidden: int = 128) -> Head:
-    """A head for ``spec`` from the registered heads: the one named like ``spec.kind`` if it
-    handles that kind, else the first (by name) whose ``kinds`` contains it."""
+def head_class(spec: PropertySpec) -> type[Head]:
+    """The registered head for ``spec``: the one named like ``spec.kind`` if it handles that kind,
+    else the first (by name) whose ``kinds`` contains it."""
     registry = plugins.heads()
     candidates = [name for name in registry.names() if spec.kind in getattr(registry.get(name), "kinds", ())]
     if not candidates:
@@ -28,12 +28,40 @@ def head_for(spec: PropertySpec, z_dim: int, hidden: int = 128) -> Head:
             f"head kinds: {', '.join(kinds) or '(none)'}. Install or enable a plugin that registers "
             f"a head for {spec.kind!r} (see `wspace list heads`)."
         )
-    name = spec.kind if spec.kind in candidates else candidates[0]
-    return registry.get(name)(spec, z_dim, hidden)
+    return registry.get(spec.kind if spec.kind in candidates else candidates[0])
+
+
+def head_for(spec: PropertySpec, z_dim: int, hidden: int = 128) -> Head:
+    """A new head for ``spec`` (see ``head_class``) on z of size ``z_dim``."""
+    return head_class(spec)(spec, z_dim, hidden)
+
+
+def encode_targets(spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+    """Zoo metadata columns (each (R,) float64) -> the targets the head of ``spec`` trains on, as
+    that head encodes them (``Head.encode_targets``)."""
+    return head_class(spec).encode_targets(spec, columns)
+
+
+def headline_metrics() -> dict[str, bool]:
+    """The headline metrics the registered heads declare (``Head.headline_metric``, a loss left
+    out) -> whether higher is better, in the registry's order."""
+    registry = plugins.heads()
+    out: dict[str, bool] = {}
+    for name in registry.names():
+        head = registry.get(name)
+        if head.headline_metric != "loss":
+            out.setdefault(head.headline_metric, head.higher_is_better)
+    return out
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of the headline ``metric`` is better, as the head declaring it says
+    (False, as for a loss, when no registered head declares it)."""
+    return headline_metrics().get(metric, False)
 
 
 def group_sizes(spec: PropertySpec) -> tuple[int, ...]:
-    """Classes per one-hot group of a multihot spec (one group per column)."""
+    """Classes per one-hot group of a grouped spec (one group per column)."""
     groups = spec.groups or (len(spec.values) or spec.num_classes,) * len(spec.columns)
     if len(groups) != len(spec.columns):
         raise WspaceError(
@@ -43,12 +71,8 @@ def group_sizes(spec: PropertySpec) -> tuple[int, ...]:
     return tuple(groups)
 
 
-def num_classes(spec: PropertySpec) -> tuple[int, ...]:
-    """Classes of each column of a class-valued spec (multihot: per group; categorical: one)."""
-    return group_sizes(spec) if spec.kind == "multihot" else (spec.num_classes,)
-
-
-def _column(spec: PropertySpec, columns: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+def metadata_column(spec: PropertySpec, columns: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """Column ``name`` of ``columns`` as (R,) float64, or an error naming the columns there are."""
     if name not in columns:
         raise WspaceError(
             f"property {spec.name!r} reads metadata column {name!r}, which the zoo does not have; "
@@ -58,8 +82,9 @@ def _column(spec: PropertySpec, columns: Mapping[str, np.ndarray], name: str) ->
     return np.asarray(columns[name], dtype=np.float64)
 
 
-def _classes(spec: PropertySpec, name: str, values: np.ndarray, n: int) -> np.ndarray:
-    """(R,) column values -> (R,) int64 class indices in 0..n-1."""
+def class_indices(spec: PropertySpec, name: str, values: np.ndarray, n: int) -> np.ndarray:
+    """(R,) values of column ``name`` -> (R,) int64 class indices in 0..n-1: the position in
+    ``spec.values`` when it lists them, else the value plus ``spec.class_offset``."""
     if spec.values:
         if len(spec.values) != n:
             raise WspaceError(
@@ -82,21 +107,3 @@ def _classes(spec: PropertySpec, name: str, values: np.ndarray, n: int) -> np.nd
             f"set PropertySpec.values (or class_offset) to the values the column takes."
         )
     return classes.astype(np.int64)
-
-
-def encode_targets(spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
-    """Zoo metadata columns (each (R,) float64) -> the targets a head of ``spec.kind`` trains on:
-    multihot (R, G) long class per group; categorical (R,) long; scalar (R,) float32;
-    angle (R,) float32 degrees."""
-    if spec.kind in CLASS_KINDS:
-        sizes = num_classes(spec)
-        names = spec.columns if spec.kind == "multihot" else spec.columns[:1]
-        encoded = [_classes(spec, name, _column(spec, columns, name), n) for name, n in zip(names, sizes)]
-        stacked = np.stack(encoded, axis=1)  # (R, G)
-        return torch.from_numpy(stacked if spec.kind == "multihot" else stacked[:, 0])
-    if spec.kind in ("scalar", "angle"):
-        return torch.from_numpy(_column(spec, columns, spec.columns[0]).astype(np.float32))
-    raise WspaceError(
-        f"property {spec.name!r} has unknown kind {spec.kind!r}; use one of "
-        f"multihot, categorical, scalar, angle."
-    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Sequence
+from typing import ClassVar, Literal, Mapping, Sequence
 
 import attrs
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,9 +87,21 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 class Head(nn.Module):
     """Predicts one property from z. Registered as a factory ``cls(spec, z_dim, hidden)``;
-    ``kinds`` lists the PropertySpec kinds it handles."""
+    ``kinds`` lists the PropertySpec kinds it handles, ``encode_targets`` turns zoo metadata into
+    what ``loss`` and ``metrics`` take, ``headline_metric`` names the one figure of ``metrics`` a
+    report shows for the property."""
 
     kinds: ClassVar[tuple[str, ...]] = ()
+    #: the key of ``metrics`` reported for the property (default: the head's loss)
+    headline_metric: ClassVar[str] = "loss"
+    #: whether a larger ``headline_metric`` is better (an accuracy) or worse (an error)
+    higher_is_better: ClassVar[bool] = False
+
+    @classmethod
+    def encode_targets(cls, spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+        """Zoo metadata columns named by ``spec.columns`` (each (R,) float64) -> the targets of R
+        snapshots, as ``loss`` and ``metrics`` take them (``wspace_core.heads`` has helpers)."""
+        raise NotImplementedError
 
     def __init__(self, spec: PropertySpec, z_dim: int, hidden: int = 128):
         super().__init__()

@@ -1,16 +1,19 @@
-"""The bundled heads. Each is a 2-layer MLP (z -> hidden -> outputs) trained on targets encoded by
-``wspace_core.heads.encode_targets``; ``forward(z)`` gives the predictions ``loss`` and
-``metrics`` take. Shapes: B snapshots, Z the representation size."""
+"""The bundled heads. Each is a 2-layer MLP (z -> hidden -> outputs) trained on the targets its
+``encode_targets`` makes of zoo metadata; ``forward(z)`` gives the predictions ``loss`` and
+``metrics`` take; ``headline_metric`` is the figure reports show. Shapes: B snapshots, R rows of
+metadata, G groups, Z the representation size."""
 
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wspace_core.heads import group_sizes
+from wspace_core.heads import class_indices, group_sizes, metadata_column
 from wspace_core.objective import Head
 from wspace_core.task import PropertySpec
 
@@ -30,10 +33,17 @@ class MLPHead(Head):
         return self.net(z)  # (B, outputs)
 
 
+def real_targets(spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+    """(R,) float32: the first column's values, as they are."""
+    return torch.from_numpy(metadata_column(spec, columns, spec.columns[0]).astype(np.float32))
+
+
 class MultiHotHead(MLPHead):
     """Groups of one-hots (e.g. a task's three offsets), BCE; exact and per-group accuracy."""
 
     kinds = ("multihot",)
+    headline_metric = "exact_accuracy"
+    higher_is_better = True
 
     def __init__(self, spec: PropertySpec, z_dim: int, hidden: int = 128):
         super().__init__(spec, z_dim, hidden)
@@ -44,6 +54,13 @@ class MultiHotHead(MLPHead):
     @staticmethod
     def num_outputs(spec):
         return sum(group_sizes(spec))
+
+    @classmethod
+    def encode_targets(cls, spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+        """(R, G) int64: each column's class, one column per group."""
+        classes = [class_indices(spec, name, metadata_column(spec, columns, name), n)
+                   for name, n in zip(spec.columns, group_sizes(spec))]
+        return torch.from_numpy(np.stack(classes, axis=1))  # (R, G)
 
     def one_hot(self, target: torch.Tensor) -> torch.Tensor:
         """(B, G) class per group -> (B, ΣC) concatenated one-hots."""
@@ -70,10 +87,18 @@ class CategoricalHead(MLPHead):
     """One class out of ``num_classes`` (e.g. the training-step snapshot), cross-entropy; accuracy."""
 
     kinds = ("categorical",)
+    headline_metric = "accuracy"
+    higher_is_better = True
 
     @staticmethod
     def num_outputs(spec):
         return spec.num_classes
+
+    @classmethod
+    def encode_targets(cls, spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+        """(R,) int64: the first column's class."""
+        name = spec.columns[0]
+        return torch.from_numpy(class_indices(spec, name, metadata_column(spec, columns, name), spec.num_classes))
 
     def loss(self, pred, target):
         return F.cross_entropy(pred, target.long())
@@ -89,6 +114,7 @@ class ScalarHead(MLPHead):
     Trained on the standardised target (see ``calibrate``); predictions are in the target's units."""
 
     kinds = ("scalar",)
+    headline_metric = "mse"
 
     def __init__(self, spec: PropertySpec, z_dim: int, hidden: int = 128):
         super().__init__(spec, z_dim, hidden)
@@ -98,6 +124,10 @@ class ScalarHead(MLPHead):
     @staticmethod
     def num_outputs(spec):
         return 1
+
+    @classmethod
+    def encode_targets(cls, spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+        return real_targets(spec, columns)
 
     def calibrate(self, targets: torch.Tensor) -> None:
         """Standardise by the training targets' mean and standard deviation."""
@@ -129,10 +159,15 @@ class AngleHead(MLPHead):
     The error is measured around the circle: 359° against 1° is 2°."""
 
     kinds = ("angle",)
+    headline_metric = "mae_degrees"
 
     @staticmethod
     def num_outputs(spec):
         return 2
+
+    @classmethod
+    def encode_targets(cls, spec: PropertySpec, columns: Mapping[str, np.ndarray]) -> torch.Tensor:
+        return real_targets(spec, columns)  # degrees
 
     @staticmethod
     def encode(target_deg: torch.Tensor) -> torch.Tensor:

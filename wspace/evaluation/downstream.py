@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from wspace_core.encoder import Encoder
-from wspace_core.heads import encode_targets, head_for
+from wspace_core.heads import encode_targets, head_for, headline_metrics
 from wspace.training.pretrain import ZooSplit, build_encoder, embed, encoder_context
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec
@@ -196,8 +196,10 @@ def properties_of(zoo, names: Sequence[str] | None = None) -> list[PropertySpec]
 
 
 def headline(metrics: dict[str, float]) -> tuple[str, float]:
-    """The figure reported for a property: exact-task accuracy, accuracy, MAE (degrees) or MSE."""
-    for key in ("exact_accuracy", "accuracy", "mae_degrees", "mse"):
+    """The figure reported for a property: the headline metric its head declares
+    (``Head.headline_metric``: the first of the registered heads' found in ``metrics``), else the
+    head's loss."""
+    for key in headline_metrics():
         if key in metrics:
             return key, metrics[key]
     return "loss", metrics["loss"]

@@ -10,8 +10,9 @@ from typing import Mapping
 
 import numpy as np
 
+from wspace_core.heads import higher_is_better
 from wspace.reporting import paper
-from wspace.reporting.statistics import fmt_interval, higher_is_better, interval_dict
+from wspace.reporting.statistics import fmt_interval, interval_dict
 
 BASELINE = "no_information"
 

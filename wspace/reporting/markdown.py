@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from wspace_core.heads import higher_is_better
 from wspace.reporting import paper
 from wspace.reporting.claims import BASELINE, table2_metric
 from wspace.reporting.plots import PathLike
-from wspace.reporting.statistics import fmt_interval, higher_is_better
+from wspace.reporting.statistics import fmt_interval
 
 SPLITS = ("validation", "ood")
 SETTINGS = ("frozen", "supervised")

@@ -67,7 +67,3 @@ def fmt_interval(entry: Mapping | None, digits: int = 4) -> str:
     if entry.get("n", 0) <= 1:
         return mean
     return f"{mean} [{fmt_number(entry['low'], digits)}, {fmt_number(entry['high'], digits)}]"
-
-
-def higher_is_better(metric: str) -> bool:
-    return "accuracy" in metric

@@ -293,6 +293,60 @@ def test_dwsnet_tied_for_most_consistent_is_not_most_consistent():
     assert _claim(out, "dwsnet_most_consistent")["holds"] is False
 
 
+def test_bundled_plugins_declare_the_parts_they_play():
+    from wspace.reporting import paper
+    from wspace.reporting.roles import encoder_role, paper_zoo, task_property
+
+    assert encoder_role("no_information") == "baseline"
+    assert (encoder_role("interactive_probing"), encoder_role("noninteractive_probing")) == paper.PROBING
+    assert encoder_role("dwsnet") == paper.DWSNET and encoder_role("not_registered") is None
+    assert (paper_zoo("formal_languages"), task_property("formal_languages")) == (paper.FORMAL_LANGUAGES, "task")
+    assert (paper_zoo("tiled_mnist"), task_property("tiled_mnist")) == (paper.TILED_MNIST, "rotation")
+
+
+def test_claims_and_table2_follow_declared_roles_and_paper_zoos_not_names(register_plugin, plugin_namespace):
+    from wspace_core.encoder import FunctionalistEncoder
+    from wspace_core.hookspecs import hookimpl
+    from wspace.reporting.markdown import paper_table2
+    from wspace_formal_languages.family import FormalLanguages
+
+    class MyProber(FunctionalistEncoder):
+        """A third party's interactive probing encoder."""
+
+        role = "interactive_probing"
+
+    class MyLanguages(FormalLanguages):
+        """The formal languages under a name of their own."""
+
+        name = "my_languages"
+
+    @hookimpl
+    def register_encoders(register):
+        register("my_prober", MyProber)
+
+    @hookimpl
+    def register_task_families(register):
+        register("my_languages", MyLanguages)
+
+    plugin_namespace.register_encoders = register_encoders
+    plugin_namespace.register_task_families = register_task_families
+    register_plugin(plugin_namespace, "my_plugin")
+    results = _results(PAPER_LIKE, task="my_languages", task_loss={
+        ("interactive_probing", "frozen"): 0.5, ("dwsnet", "frozen"): 0.9, ("no_information", "frozen"): 1.5})
+    rename = {"interactive_probing": "my_prober"}
+    results["encoders"] = [rename.get(e, e) for e in results["encoders"]]
+    results["kinds"] = {rename.get(e, e): k for e, k in results["kinds"].items()}
+    results["emulation"] = {rename.get(e, e): v for e, v in results["emulation"].items()}
+    for record in results["runs"]:
+        record["encoder"] = rename.get(record["encoder"], record["encoder"])
+    out = ordering_vs_paper(results)
+    assert _claim(out, "emulation_order_formal_languages")["holds"] is True
+    task = _claim(out, "ood_task_prediction_interactive_best")
+    assert task["holds"] is True and "pretrained my_prober 0.5000" in task["detail"]
+    row = next(line for line in paper_table2(results) if line.startswith("| my_prober |"))
+    assert "| 0.015 |" in row
+
+
 def test_aggregate_keeps_every_head_figure_and_the_report_shows_them(tmp_path):
     def run(enc, seed, acc, supervised=True):
         metrics = {"loss": 1.0, "exact_accuracy": acc, "accuracy_mb": acc + 0.1}

@@ -73,6 +73,8 @@ class Encoder(nn.Module):
     """Base of all encoders. Subclasses are registered as factories: ``cls(context)``."""
 
     kind: ClassVar[Literal["mechanistic", "functionalist"]]
+    #: the part it plays in a comparison: "baseline", or which of the paper's encoders it reproduces
+    role: ClassVar[str | None] = None
     #: whether training should apply random hidden-neuron permutations as augmentation
     permutation_augmentation: ClassVar[bool] = False
 

@@ -77,6 +77,12 @@ class TaskFamily(ABC):
     task_columns: ClassVar[tuple[str, ...]] = ()
     #: names of the per-snapshot metrics ``evaluate`` returns (the first one is "performance")
     metric_columns: ClassVar[tuple[str, ...]] = ("performance",)
+    #: the property (a ``properties`` name) that identifies each network's task: what "task
+    #: prediction" predicts; None when no property does
+    task_property: ClassVar[str | None] = None
+    #: which of the paper's zoos this family reproduces (its claims and figures about that zoo
+    #: apply); None for a family of its own
+    paper_zoo: ClassVar[str | None] = None
 
     input_size: int
     output_size: int

@@ -193,6 +193,7 @@ class DWSNet(WeightEncoder):
     """Equivariant weight-space layers (ReLU between), invariant mean pooling, MLP -> z."""
 
     name = "dwsnet"
+    role = "dwsnet"  # the paper's encoder it reproduces
     config_class = DWSNetConfig
 
     def __init__(self, context: EncoderContext):

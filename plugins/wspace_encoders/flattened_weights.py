@@ -32,6 +32,7 @@ class FlattenedWeights(WeightEncoder):
     """(M, P) flat weights -> MLP -> z."""
 
     name = "flattened_weights"
+    role = "flattened_weights"  # the paper's encoder it reproduces
     config_class = FlattenedWeightsConfig
     permutation_augmentation = True
 

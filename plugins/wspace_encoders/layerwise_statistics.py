@@ -52,6 +52,7 @@ class LayerwiseStatistics(WeightEncoder):
     ``torch.var``."""
 
     name = "layerwise_statistics"
+    role = "layerwise_statistics"  # the paper's encoder it reproduces
     config_class = LayerwiseStatisticsConfig
 
     def __init__(self, context: EncoderContext):

@@ -82,6 +82,7 @@ class ParameterTransformer(WeightEncoder):
     """Weight-matrix rows (with their biases) as tokens -> transformer -> summary token -> z."""
 
     name = "parameter_transformer"
+    role = "parameter_transformer"  # the paper's encoder it reproduces
     config_class = ParameterTransformerConfig
     permutation_augmentation = True
 

@@ -101,6 +101,8 @@ class FormalLanguages(TaskFamily):
     output_kind = "categorical"
     task_columns = ("mb", "mc", "md")
     metric_columns = ("performance", "performance_strict")
+    task_property = "task"
+    paper_zoo = "formal_languages"
 
     def __init__(self, **settings: Any):
         known = [f.name for f in attrs.fields(FormalLanguagesSettings)]

@@ -164,9 +164,11 @@ class NoninteractiveProbingEncoder(ProbingEncoder):
     """Probing with learned static sequences (paper: non-interactive probing)."""
 
     default_strategy = "static"
+    role = "noninteractive_probing"  # the paper's encoder it reproduces
 
 
 class InteractiveProbingEncoder(ProbingEncoder):
     """Probing whose inputs depend on the answers so far (paper: interactive probing)."""
 
     default_strategy = "interactive"
+    role = "interactive_probing"  # the paper's encoder it reproduces

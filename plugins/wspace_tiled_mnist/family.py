@@ -151,6 +151,8 @@ class TiledMnist(TaskFamily):
     output_kind = "categorical"
     task_columns = ("angle", "weight_decay")
     metric_columns = ("performance", "train_loss", "eval_loss", "gap")
+    task_property = "rotation"
+    paper_zoo = "tiled_mnist"
 
     input_size = im.TILE_SIZE  # 16
     output_size = NUM_CLASSES  # 10

@@ -245,9 +245,10 @@ def aggregate_runs(records: list[dict], encoders: list[str], seed: int) -> dict:
 
 def _probe_plots(zoo, encoders: dict[str, torch.nn.Module], config: CompareConfig, plot_dir: Path) -> dict[str, str]:
     """Heatmaps of the probes the trained probing encoders send to a few validation networks."""
+    from wspace.reporting.paper import PROBING
     from wspace.reporting.plots import probe_heatmap
 
-    probing = {n: e for n, e in encoders.items() if callable(getattr(e, "trace", None))}
+    probing = {n: e for n, e in encoders.items() if e.role in PROBING}
     if not probing:
         return {}
     arch, task = zoo.architecture(), zoo.task_family()

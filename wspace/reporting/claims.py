@@ -12,9 +12,8 @@ import numpy as np
 
 from wspace_core.heads import higher_is_better
 from wspace.reporting import paper
+from wspace.reporting.roles import baseline_of, is_baseline, paper_zoo, task_property, with_role
 from wspace.reporting.statistics import fmt_interval, interval_dict
-
-BASELINE = "no_information"
 
 
 def table2_metric(results: Mapping) -> str:
@@ -42,19 +41,21 @@ def _not_tested(key: str, task: str, why: str) -> dict:
 
 def _probing_against_mechanistic(results: Mapping, metric: str, key: str, paper_task: str):
     """For an emulation claim about the probing encoders: a "not tested" claim where it does not
-    apply, else per split (split, interactive, non-interactive, best mechanistic name, its figures)."""
+    apply, else per split (split, interactive, non-interactive, best mechanistic name, its figures).
+    The probing encoders are those whose role is the paper's (``paper.INTERACTIVE``, ``NONINTERACTIVE``)."""
     task = results["task"]
-    if task != paper_task:
+    if paper_zoo(task) != paper_task:
         return _not_tested(key, task, f"the paper makes it for {paper_task}")
     emulation, kinds = results["emulation"], results["kinds"]
     mechanistic = [e for e in emulation if kinds.get(e) == "mechanistic"]
-    if paper.INTERACTIVE not in emulation or paper.NONINTERACTIVE not in emulation or not mechanistic:
+    interactive, noninteractive = with_role(emulation, paper.INTERACTIVE), with_role(emulation, paper.NONINTERACTIVE)
+    if interactive is None or noninteractive is None or not mechanistic:
         return _not_tested(key, task, "needs interactive_probing, noninteractive_probing and a mechanistic encoder")
     rows = []
     for split in ("validation", "ood"):
         best = min(mechanistic, key=lambda e: emulation[e][split][metric]["mean"])
-        rows.append((split, emulation[paper.INTERACTIVE][split][metric],
-                     emulation[paper.NONINTERACTIVE][split][metric], best, emulation[best][split][metric]))
+        rows.append((split, emulation[interactive][split][metric],
+                     emulation[noninteractive][split][metric], best, emulation[best][split][metric]))
     return rows
 
 
@@ -91,9 +92,10 @@ def _probing_similar_claim(results: Mapping, metric: str, seeds: int) -> dict:
 
 def _ood_task_loss_claim(results: Mapping, seeds: int) -> dict:
     key, task = "ood_task_prediction_interactive_best", results["task"]
-    prop = paper.TASK_PROPERTY.get(task)
-    if task != paper.FORMAL_LANGUAGES:
+    prop = task_property(task)
+    if paper_zoo(task) != paper.FORMAL_LANGUAGES:
         return _not_tested(key, task, f"the paper makes it for {paper.FORMAL_LANGUAGES}")
+    interactive = with_role(results["encoders"], paper.INTERACTIVE)
     candidates, chance = {}, None
     for enc in results["encoders"]:
         for setting in ("frozen", "supervised"):
@@ -101,20 +103,20 @@ def _ood_task_loss_claim(results: Mapping, seeds: int) -> dict:
                       if r["encoder"] == enc and prop in r.get(f"downstream_{setting}", {})]
             if not values:
                 continue
-            if enc == BASELINE:
+            if is_baseline(enc):
                 chance = interval_dict(values) if setting == "frozen" else chance
             else:
                 candidates[(enc, setting)] = interval_dict(values)
-    if (paper.INTERACTIVE, "frozen") not in candidates or len(candidates) < 2:
+    if (interactive, "frozen") not in candidates or len(candidates) < 2:
         return _not_tested(key, task, "needs the pretrained interactive_probing and another encoder's "
                                       f"{prop} prediction")
     ranked = sorted(candidates, key=lambda k: candidates[k]["mean"])
     best, runner = ranked[0], ranked[1]
-    holds = best == (paper.INTERACTIVE, "frozen")
-    winner = candidates[(paper.INTERACTIVE, "frozen")]
+    holds = best == (interactive, "frozen")
+    winner = candidates[(interactive, "frozen")]
     other = candidates[runner] if holds else candidates[best]
     label = {"frozen": "pretrained", "supervised": "supervised"}
-    detail = (f"OOD {prop}-prediction loss: pretrained interactive_probing {fmt_interval(winner)}; "
+    detail = (f"OOD {prop}-prediction loss: pretrained {interactive} {fmt_interval(winner)}; "
               + (f"next best {label[runner[1]]} {runner[0]} {fmt_interval(other)}" if holds
                  else f"best {label[best[1]]} {best[0]} {fmt_interval(other)}"))
     if chance is not None:
@@ -124,7 +126,8 @@ def _ood_task_loss_claim(results: Mapping, seeds: int) -> dict:
 
 def _dwsnet_consistency_claim(results: Mapping) -> dict:
     key, task = "dwsnet_most_consistent", results["task"]
-    task_prop = paper.TASK_PROPERTY.get(task)
+    task_prop = task_property(task)
+    dwsnet = with_role(results["encoders"], paper.DWSNET)
     others = {p: e for p, e in results.get("downstream", {}).items() if p != task_prop}
     if not others:
         return _not_tested(key, task, "no property other than the task was predicted")
@@ -133,19 +136,19 @@ def _dwsnet_consistency_claim(results: Mapping) -> dict:
     for prop, entry in others.items():
         metric = entry["metric"]
         scores = {e: v["frozen"]["ood"] for e, v in entry["encoders"].items()
-                  if e != BASELINE and "frozen" in v and math.isfinite(v["frozen"]["ood"]["mean"])}
+                  if not is_baseline(e) and "frozen" in v and math.isfinite(v["frozen"]["ood"]["mean"])}
         order = sorted(scores, key=lambda e: scores[e]["mean"], reverse=higher_is_better(metric))
         for rank, enc in enumerate(order, 1):
             ranks.setdefault(enc, []).append(rank)
         if order:
             parts.append(f"{prop} ({metric}): best {order[0]} {fmt_interval(scores[order[0]], 3)}"
-                         + (f", dwsnet {fmt_interval(scores[paper.DWSNET], 3)}" if paper.DWSNET in scores
-                            and order[0] != paper.DWSNET else ""))
-    if paper.DWSNET not in ranks or len(ranks) < 2:
+                         + (f", {dwsnet} {fmt_interval(scores[dwsnet], 3)}" if dwsnet in scores
+                            and order[0] != dwsnet else ""))
+    if dwsnet not in ranks or len(ranks) < 2:
         return _not_tested(key, task, "needs dwsnet and another encoder with pretrained property heads")
     mean_rank = {e: float(np.mean(r)) for e, r in ranks.items()}
     top = min(mean_rank.values())
-    holds = mean_rank[paper.DWSNET] == top and list(mean_rank.values()).count(top) == 1
+    holds = mean_rank[dwsnet] == top and list(mean_rank.values()).count(top) == 1
     ranking = ", ".join(f"{e} {r:.2f}" for e, r in sorted(mean_rank.items(), key=lambda kv: kv[1]))
     detail = (f"mean rank over {len(others)} propert{'y' if len(others) == 1 else 'ies'} (pretrained, OOD half): "
               f"{ranking}; " + "; ".join(parts))
@@ -171,12 +174,13 @@ def _sentences(claims: list[dict], task: str) -> list[str]:
 def beat_baseline(results: Mapping) -> tuple[list[str], str]:
     """The encoders whose validation emulation loss (the trained objective's metric) is below the
     no-information baseline's, and the sentence that says so ([] and "" without a baseline)."""
-    encoders = [e for e in results["encoders"] if e != BASELINE]
+    baseline = baseline_of(results["encoders"])
+    encoders = [e for e in results["encoders"] if e != baseline]
     emulation = results["emulation"]
     objective = results.get("objective_metric", results["objective"])
-    if BASELINE not in emulation:
+    if baseline not in emulation:
         return [], ""
-    floor = emulation[BASELINE]["validation"][objective]["mean"]
+    floor = emulation[baseline]["validation"][objective]["mean"]
     beat = [e for e in encoders if e in emulation and emulation[e]["validation"][objective]["mean"] < floor]
     missed = [e for e in encoders if e in emulation and e not in beat]
     sentence = (f"Encoders with lower validation emulation loss ({objective}) than the no-information "

@@ -9,8 +9,9 @@ from typing import Mapping, Sequence
 
 from wspace_core.heads import higher_is_better
 from wspace.reporting import paper
-from wspace.reporting.claims import BASELINE, table2_metric
+from wspace.reporting.claims import table2_metric
 from wspace.reporting.plots import PathLike
+from wspace.reporting.roles import baseline_of, encoder_role, is_baseline, paper_zoo
 from wspace.reporting.statistics import fmt_interval
 
 SPLITS = ("validation", "ood")
@@ -33,14 +34,15 @@ def _rel(path: str | None, root: Path) -> str:
 
 
 def _kind(results: Mapping, encoder: str) -> str:
-    return "baseline" if encoder == BASELINE else results["kinds"].get(encoder, "")
+    return "baseline" if is_baseline(encoder) else results["kinds"].get(encoder, "")
 
 
 def paper_table2(results: Mapping) -> list[str]:
     """Table 2 in the paper's form: each encoder's emulation loss as the published code computes it
-    (``table2_metric``), with the paper's figure beside it (``wspace.reporting.paper.TABLE_2``; "–"
-    where none is recorded)."""
+    (``table2_metric``), with the paper's figure beside it (``wspace.reporting.paper.TABLE_2``, by
+    the task family's paper zoo and the encoder's role; "–" where none is recorded)."""
     metric = table2_metric(results)
+    zoo = paper_zoo(results["task"])
     comparable = metric == paper.TABLE_2_METRIC  # the paper's figures sit beside that metric only
     header = ["encoder", "kind"] + [c for split in SPLITS
                                     for c in ((f"{split} {metric}", f"paper {split}") if comparable
@@ -52,7 +54,7 @@ def paper_table2(results: Mapping) -> list[str]:
             continue
         row = [enc, _kind(results, enc)]
         for split in SPLITS:
-            figure = paper.TABLE_2.get((results["task"], enc, split))
+            figure = paper.TABLE_2.get((zoo, encoder_role(enc), split))
             row.append(fmt_interval(entry[split].get(metric)))
             if comparable:
                 row.append("–" if figure is None else f"{figure:g}")
@@ -72,7 +74,7 @@ def emulation_table(results: Mapping) -> list[str]:
 
 
 def _downstream_label(encoder: str) -> str:
-    return f"{encoder} (chance: z carries nothing)" if encoder == BASELINE else encoder
+    return f"{encoder} (chance: z carries nothing)" if is_baseline(encoder) else encoder
 
 
 def details_table(entry: Mapping) -> list[str]:
@@ -97,6 +99,7 @@ def header_section(results: Mapping) -> list[str]:
     """Title, command, versions, the zoo, encoders and seeds, notes, the MLflow parent run."""
     z, v, seeds = results["zoo"], results["versions"], results["seeds"]
     splits = ", ".join(f"{k} {n}" for k, n in z["rows_per_split"].items())
+    baseline = baseline_of(results["encoders"])
     lines = [f"# wspace comparison: {results['arch']} networks on {results['task']} ({results['preset']} preset)",
              "",
              f"Command: `{results['command']}`", "",
@@ -105,7 +108,7 @@ def header_section(results: Mapping) -> list[str]:
              f"Zoo: `{z['path']}` — fingerprint `{z['fingerprint']}`, {z['num_models']} networks × "
              f"{z['rows_per_model']} snapshot(s) = {z['num_rows']} rows ({splits}), "
              f"{z['num_params']} parameters per network.", "",
-             f"Encoders: {', '.join(e for e in results['encoders'] if e != BASELINE)}; baseline {BASELINE}. "
+             f"Encoders: {', '.join(e for e in results['encoders'] if e != baseline)}; baseline {baseline or 'none'}. "
              f"Seeds: {', '.join(map(str, seeds))} ({len(seeds)}). Figures are mean [95% percentile-bootstrap "
              f"interval of the mean over seeds]" + (" (one seed: the value itself)." if len(seeds) == 1 else "."),
              ""]

@@ -2,14 +2,15 @@
 own, and the claims its "ordering vs the paper" tests.
 
 Herrmann, Faccio, Schmidhuber, "Learning Useful Representations of Recurrent Neural Network
-Weight Matrices", ICML 2024 (arXiv 2403.11998). Encoder and task-family names are wspace's
-registered names of the paper's encoders and zoos.
+Weight Matrices", ICML 2024 (arXiv 2403.11998). The paper's encoders and zoos are named here as
+the roles plugins declare: an encoder's ``role`` says which of the paper's encoders it reproduces,
+a task family's ``paper_zoo`` which of its zoos (``wspace.reporting.roles`` looks them up).
 """
 
 from __future__ import annotations
 
 #: The paper's Table 2 (emulation loss of the emulator conditioned on z, lower is better):
-#: (task family, encoder, split) -> the figure as the paper prints it. The published code that
+#: (paper zoo, encoder role, split) -> the figure as the paper prints it. The published code that
 #: produced it logs its training criterion, total variation averaged over all positions
 #: (``published_total_variation`` here), as its validation / OOD loss, so the report prints these
 #: figures beside that metric. Only figures with a source are listed; every other cell prints "–".
@@ -25,17 +26,16 @@ TABLE_2: dict[tuple[str, str, str], float] = {
 #: the metric Table 2's figures are comparable with (see ``TABLE_2``)
 TABLE_2_METRIC = "published_total_variation"
 
-#: task families of the paper's two zoos
+#: the paper's two zoos (``TaskFamily.paper_zoo``)
 FORMAL_LANGUAGES = "formal_languages"
 TILED_MNIST = "tiled_mnist"
 
-#: the property that identifies a network's task, per task family (the paper's "task prediction");
-#: the task family's other properties are the "other properties" of the DWSNet claim
-TASK_PROPERTY = {FORMAL_LANGUAGES: "task", TILED_MNIST: "rotation"}
-
+#: the paper's encoders its claims name (``Encoder.role``)
 INTERACTIVE = "interactive_probing"
 NONINTERACTIVE = "noninteractive_probing"
 DWSNET = "dwsnet"
+#: the paper's probing encoders (functionalist; they expose ``trace``, the probes they sent)
+PROBING = (INTERACTIVE, NONINTERACTIVE)
 
 #: the claims ``wspace.reporting.claims.ordering_vs_paper`` tests, in the paper's words (where)
 CLAIMS = {

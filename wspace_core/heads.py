@@ -66,7 +66,7 @@ def group_sizes(spec: PropertySpec) -> tuple[int, ...]:
     if len(groups) != len(spec.columns):
         raise WspaceError(
             f"property {spec.name!r}: {len(groups)} groups but {len(spec.columns)} columns; a "
-            f"multihot PropertySpec needs one group size per column."
+            f"grouped PropertySpec needs one group size per column."
         )
     return tuple(groups)
 

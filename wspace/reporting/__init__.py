@@ -1,1 +1,3 @@
-"""The comparison report: its statistics, figures and markdown, and the paper's reported figures."""
+"""The comparison report: intervals over seeds (statistics), every figure (plots), the paper's
+claims tested (claims, with the paper's figures and claims as data in paper), the parts plugins
+declare they play (roles), and report.md (markdown)."""

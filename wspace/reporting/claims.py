@@ -59,35 +59,49 @@ def _probing_against_mechanistic(results: Mapping, metric: str, key: str, paper_
     return rows
 
 
-def _emulation_order_claim(results: Mapping, metric: str, seeds: int) -> dict:
-    key = "emulation_order_formal_languages"
-    rows = _probing_against_mechanistic(results, metric, key, paper.FORMAL_LANGUAGES)
+def _apart(pairs, seeds: int) -> bool | None:
+    """Whether each (lower, higher) pair's intervals are apart (None with one seed)."""
+    verdicts = [_separated(low, high, seeds) for low, high in pairs]
+    return None if None in verdicts else all(verdicts)
+
+
+def _probing_claim(results: Mapping, metric: str, seeds: int, key: str, zoo: str, judge) -> dict:
+    """An emulation claim about the probing encoders: ``judge(split, interactive, non-interactive,
+    best mechanistic name, its figures, seeds)`` gives each split's (holds, apart, detail); the
+    claim holds where it holds on every split, its intervals are apart where they are on every one."""
+    rows = _probing_against_mechanistic(results, metric, key, zoo)
     if isinstance(rows, dict):
         return rows
-    holds, separated, parts = True, True, []
-    for split, inter, non, best, mech in rows:
-        holds &= inter["mean"] < non["mean"] < mech["mean"]
-        sep = _separated(inter, non, seeds), _separated(non, mech, seeds)
-        separated = None if None in sep or separated is None else separated and all(sep)
-        parts.append(f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)}, "
-                     f"best mechanistic ({best}) {fmt_interval(mech)}")
-    return _claim(key, results["task"], bool(holds), separated, f"{metric}; " + "; ".join(parts))
+    verdicts = [judge(*row, seeds) for row in rows]
+    separated = None if any(apart is None for _, apart, _ in verdicts) else all(apart for _, apart, _ in verdicts)
+    return _claim(key, results["task"], all(holds for holds, _, _ in verdicts), separated,
+                  f"{metric}; " + "; ".join(detail for _, _, detail in verdicts))
+
+
+def _in_order(split, inter, non, best, mech, seeds):
+    """Formal languages: interactive < non-interactive < the best mechanistic encoder."""
+    return (bool(inter["mean"] < non["mean"] < mech["mean"]), _apart([(inter, non), (non, mech)], seeds),
+            f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)}, "
+            f"best mechanistic ({best}) {fmt_interval(mech)}")
+
+
+def _similar_and_ahead(split, inter, non, best, mech, seeds):
+    """Sequential MNIST: the probing encoders' intervals overlap, both below the best mechanistic one."""
+    similar = inter["low"] <= non["high"] and non["low"] <= inter["high"]  # intervals overlap
+    return (bool(similar and max(inter["mean"], non["mean"]) < mech["mean"]),
+            _apart([(inter, mech), (non, mech)], seeds),
+            f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)} "
+            f"({'overlapping' if similar else 'apart'}), best mechanistic ({best}) {fmt_interval(mech)}")
+
+
+def _emulation_order_claim(results: Mapping, metric: str, seeds: int) -> dict:
+    return _probing_claim(results, metric, seeds, "emulation_order_formal_languages", paper.FORMAL_LANGUAGES,
+                          _in_order)
 
 
 def _probing_similar_claim(results: Mapping, metric: str, seeds: int) -> dict:
-    key = "probing_similar_and_ahead_mnist"
-    rows = _probing_against_mechanistic(results, metric, key, paper.TILED_MNIST)
-    if isinstance(rows, dict):
-        return rows
-    holds, separated, parts = True, True, []
-    for split, inter, non, best, mech in rows:
-        similar = inter["low"] <= non["high"] and non["low"] <= inter["high"]  # intervals overlap
-        holds &= similar and max(inter["mean"], non["mean"]) < mech["mean"]
-        sep = _separated(inter, mech, seeds), _separated(non, mech, seeds)
-        separated = None if None in sep or separated is None else separated and all(sep)
-        parts.append(f"{split}: interactive {fmt_interval(inter)}, non-interactive {fmt_interval(non)} "
-                     f"({'overlapping' if similar else 'apart'}), best mechanistic ({best}) {fmt_interval(mech)}")
-    return _claim(key, results["task"], bool(holds), separated, f"{metric}; " + "; ".join(parts))
+    return _probing_claim(results, metric, seeds, "probing_similar_and_ahead_mnist", paper.TILED_MNIST,
+                          _similar_and_ahead)
 
 
 def _ood_task_loss_claim(results: Mapping, seeds: int) -> dict:

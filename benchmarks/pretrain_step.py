@@ -100,8 +100,7 @@ def make_bench(name: str, zoo, train: ZooSplit, config: PretrainConfig, z_dim: i
     generator = torch.Generator().manual_seed(seed)
     task = train.task
     encoder = build_encoder(name, encoder_context(zoo, z_dim, preset)).to(device)
-    emulator = Emulator(task.input_size, task.output_size, z_dim, config.emulator_hidden,
-                        config.emulator_layers).to(device)
+    emulator = Emulator.from_config(config, task.input_size, task.output_size, z_dim).to(device)
     objective = plugins.objectives().get(config.objective)()
     parameters = list(encoder.parameters()) + list(emulator.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)

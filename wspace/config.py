@@ -80,6 +80,11 @@ def _non_negative_int(instance, attribute, value):
         raise WspaceError(f"{attribute.name} must be a non-negative integer, got {value!r}")
 
 
+def _boolean(instance, attribute, value):
+    if not isinstance(value, bool):
+        raise WspaceError(f"{attribute.name} must be true or false, got {value!r}")
+
+
 def _one_of(*choices: str):
     def check(instance, attribute, value):
         if value not in choices:
@@ -92,6 +97,8 @@ def _one_of(*choices: str):
 GRAD_CLIP_SCOPES = ("per_module", "joint")
 #: rollout steps an emulation loss averages over (``wspace_core.objective.POSITIONS``)
 LOSS_POSITIONS = ("all", "masked")
+#: where the emulator reads z (``wspace.training.emulation.CONDITIONS``)
+EMULATOR_CONDITIONS = ("bos", "every_step")
 
 
 @attrs.frozen
@@ -120,6 +127,10 @@ class PretrainConfig:
     loss_positions: str = attrs.field(default="all", validator=_one_of(*LOSS_POSITIONS))
     emulator_hidden: int = attrs.field(default=128, validator=_positive_int)
     emulator_layers: int = attrs.field(default=2, validator=_positive_int)
+    #: where z enters the emulator: "bos", the first input only (published default), or "every_step"
+    emulator_condition: str = attrs.field(default="bos", validator=_one_of(*EMULATOR_CONDITIONS))
+    #: forget-gate biases of the emulator set to 1 at initialisation (off in the published configs)
+    emulator_open_forget_gates: bool = attrs.field(default=False, validator=_boolean)
 
 
 PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {

@@ -321,8 +321,7 @@ def check_resumable(run_dir: str | Path, config: RunConfig) -> None:
     context = encoder_context_for(config)
     check_encoder_fits(config.encoder, context, "cpu")
     encoder = build_encoder(config.encoder, context)
-    emulator = Emulator(context.input_size, context.output_size, config.z_dim, config.pretrain.emulator_hidden,
-                        config.pretrain.emulator_layers)
+    emulator = Emulator.from_config(config.pretrain, context.input_size, context.output_size, config.z_dim)
     parameters = list(encoder.parameters()) + list(emulator.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.pretrain.lr, weight_decay=config.pretrain.weight_decay)
     restore_checkpoint(state, encoder, emulator, optimizer, path)

@@ -311,8 +311,7 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
     task = train.task
     context = encoder_context(zoo, z_dim, preset, encoder_options)
     encoder = build_encoder(encoder_name, context).to(device_t)
-    emulator = Emulator(task.input_size, task.output_size, z_dim, config.emulator_hidden,
-                        config.emulator_layers).to(device_t)
+    emulator = Emulator.from_config(config, task.input_size, task.output_size, z_dim).to(device_t)
     objective = plugins.objectives().get(config.objective)()
     if getattr(objective, "output_kind", task.output_kind) != task.output_kind:
         raise WspaceError(

@@ -2,14 +2,15 @@
 
 One step is exactly what ``wspace.training.pretrain.pretrain`` does per training step, from the
 same set-up object (``Pretraining.build``: ``ZooSplit``, encoder, ``Emulator``, objective, AdamW
-over encoder + emulator, clipping groups, batch sampler; ``Pretraining.train_step``): draw ``batch_size`` training rows and ``rollouts_per_network``
-of each one's stored rollouts, ``ZooSplit.batch`` (memory-mapped zoo -> device), z =
-normalise(E(θ)) with random hidden-neuron permutations where the encoder asks for them, the
-emulator on the rollouts with teacher forcing, the objective, backward, gradient clipping,
-AdamW. Settings: the ``paper`` pretraining preset (``PRETRAIN_PRESETS["paper"]``, the published
-code's: batch 64 networks, 1 rollout each, emulator LSTM 256 x 2, total variation over all
-positions, lr 1e-4, clip 0.1 per module; ``--rollouts-per-network 16`` times wspace's option) and
-the ``paper`` encoder presets, on a formal-languages zoo (LSTM 2 x 32, 6 inputs and outputs, T = 41).
+over encoder + emulator, clipping groups, batch sampler; ``Pretraining.train_step``): draw
+``batch_size`` training rows and ``rollouts_per_network`` of each one's stored rollouts,
+``ZooSplit.batch`` (memory-mapped zoo -> device), z = normalise(E(θ)) with random hidden-neuron
+permutations where the encoder asks for them, the emulator on the rollouts with teacher forcing,
+the objective, backward, gradient clipping, AdamW. Settings: the ``paper`` pretraining preset
+(``PRETRAIN_PRESETS["paper"]``, the published code's: batch 64 networks, 1 rollout each,
+emulator LSTM 256 x 2, total variation over all positions, lr 1e-4, clip 0.1 per module;
+``--rollouts-per-network 16`` times wspace's option) and the ``paper`` encoder presets, on a
+formal-languages zoo (LSTM 2 x 32, 6 inputs and outputs, T = 41).
 
 Rollouts per network: the published implementation's (``--sequence_batch_size``, 1, also the
 wspace ``paper`` preset's) unless ``--rollouts-per-network`` says otherwise; both sides always use

@@ -1,15 +1,16 @@
 """Emulation-pretraining step: steps per second of every encoder, side by side in one run.
 
-One step is exactly what ``wspace.training.pretrain.pretrain`` does per training step, built the same
-way (``ZooSplit``, ``encoder_context``, ``build_encoder``, ``Emulator``, ``EmulationModel``,
-AdamW over encoder + emulator): draw ``batch_size`` training rows and ``rollouts_per_network``
-of each one's stored rollouts, ``ZooSplit.batch`` (memory-mapped zoo -> device), z =
-normalise(E(θ)) with random hidden-neuron permutations where the encoder asks for them, the
-emulator on the rollouts with teacher forcing, the objective, backward, gradient clipping,
-AdamW. Settings: the ``paper`` pretraining preset (``PRETRAIN_PRESETS["paper"]``, the published
-code's: batch 64 networks, 1 rollout each, emulator LSTM 256 x 2, total variation over all
-positions, lr 1e-4, clip 0.1 per module; ``--rollouts-per-network 16`` times wspace's option) and
-the ``paper`` encoder presets, on a formal-languages zoo (LSTM 2 x 32, 6 inputs and outputs, T = 41).
+One step is exactly what ``wspace.training.pretrain.pretrain`` does per training step, from the
+same set-up object (``Pretraining.build``: ``ZooSplit``, encoder, ``Emulator``, objective, AdamW
+over encoder + emulator, clipping groups, batch sampler; ``Pretraining.train_step``): draw
+``batch_size`` training rows and ``rollouts_per_network`` of each one's stored rollouts,
+``ZooSplit.batch`` (memory-mapped zoo -> device), z = normalise(E(θ)) with random hidden-neuron
+permutations where the encoder asks for them, the emulator on the rollouts with teacher forcing,
+the objective, backward, gradient clipping, AdamW. Settings: the ``paper`` pretraining preset
+(``PRETRAIN_PRESETS["paper"]``, the published code's: batch 64 networks, 1 rollout each,
+emulator LSTM 256 x 2, total variation over all positions, lr 1e-4, clip 0.1 per module;
+``--rollouts-per-network 16`` times wspace's option) and the ``paper`` encoder presets, on a
+formal-languages zoo (LSTM 2 x 32, 6 inputs and outputs, T = 41).
 
 Rollouts per network: the published implementation's (``--sequence_batch_size``, 1, also the
 wspace ``paper`` preset's) unless ``--rollouts-per-network`` says otherwise; both sides always use
@@ -49,14 +50,11 @@ from pathlib import Path
 from typing import Callable
 
 import attrs
-import numpy as np
 import torch
 
-from wspace_core import plugins
 from wspace.config import PRETRAIN_PRESETS, PretrainConfig, require_device
-from wspace.training.emulation import Emulator
-from wspace.training.pretrain import (EmulationModel, ZooSplit, build_encoder, clip_groups, encoder_context,
-                                 training_step)
+from wspace.training.pretrain import Pretraining, ZooSplit
+from wspace_core import plugins
 from wspace_core.registry import WspaceError
 
 PRESET = "paper"
@@ -94,25 +92,16 @@ def make_published_bench(name: str, zoo, dataset_dir: Path, config: PretrainConf
     return Bench(f"published:{name}", step, num_params)
 
 
-def make_bench(name: str, zoo, train: ZooSplit, config: PretrainConfig, z_dim: int, seed: int,
-               device: torch.device, preset: str = PRESET) -> Bench:
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    task = train.task
-    encoder = build_encoder(name, encoder_context(zoo, z_dim, preset)).to(device)
-    emulator = Emulator.from_config(config, task.input_size, task.output_size, z_dim).to(device)
-    objective = plugins.objectives().get(config.objective)()
-    parameters = list(encoder.parameters()) + list(emulator.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    model = EmulationModel(encoder, emulator, train)
-    groups = clip_groups(encoder, emulator, config.grad_clip_scope)
-    per_net = min(config.rollouts_per_network, zoo.rollout_inputs.shape[1])
+def make_bench(name: str, zoo, config: PretrainConfig, z_dim: int, seed: int, device: torch.device,
+               preset: str = PRESET) -> Bench:
+    """Encoder ``name``'s training step, set up by ``Pretraining.build`` as ``pretrain()`` sets it up."""
+    setup = Pretraining.build(zoo, name, config, z_dim=z_dim, preset=preset, seed=seed, device=str(device))
+    model = setup.model()
 
     def step() -> None:  # exactly pretrain()'s training step (one process, no logging)
-        training_step(model, objective, optimizer, groups, train, config.batch_size, per_net,
-                      config.grad_clip, generator, positions=config.loss_positions)
+        setup.train_step(model)
 
-    return Bench(name, step, sum(p.numel() for p in encoder.parameters()))
+    return Bench(name, step, sum(p.numel() for p in setup.encoder.parameters()))
 
 
 def emulator_matmul_gflop(config: PretrainConfig, input_size: int, output_size: int, length: int) -> float:
@@ -190,6 +179,89 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _load_reference(args) -> list[str]:
+    """The stand-ins registered for the published code's unused imports; a wrong path fails here,
+    before any work."""
+    if not args.reference:
+        return []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reference
+
+    return reference.load(args.reference)[1]
+
+
+def _check_rollouts(zoo, config: PretrainConfig) -> None:
+    stored = zoo.rollout_inputs.shape[1]
+    if stored < config.rollouts_per_network:
+        raise WspaceError(f"zoo {zoo.path} stores {stored} rollouts per network but the run uses "
+                          f"{config.rollouts_per_network}; pass a zoo that stores at least that many (the quick and "
+                          f"paper zoo presets store 100), or leave out --zoo")
+
+
+def make_benches(args, zoo, workdir: str, config: PretrainConfig, device: torch.device,
+                 names: list[str]) -> tuple[list[Bench], dict[str, Bench]]:
+    """wspace's bench of every encoder, then (with --reference) the published one of each that
+    the published code has, on the same zoo written out in its dataset format."""
+    benches = [make_bench(n, zoo, config, args.z_dim, args.seed, device, args.preset) for n in names]
+    published: dict[str, Bench] = {}
+    if args.reference:
+        import reference_pretrain
+
+        dataset_dir = reference_pretrain.write_published_dataset(
+            zoo, Path(workdir) / "published_dataset", min_rows=8 * config.batch_size)
+        published = {n: make_published_bench(n, zoo, dataset_dir, config, args.seed, device)
+                     for n in names if n in reference_pretrain.PUBLISHED_CONFIGS}
+    return benches, published
+
+
+def time_interleaved(benches: list[Bench], device: torch.device, warmup: int, steps: int) -> None:
+    """``warmup`` untimed steps of each bench (allocator, kernels, oneDNN/cuDNN plans), then
+    ``steps`` timed rounds of one step of every bench: every encoder sees the same machine load."""
+    for bench in benches:
+        for _ in range(warmup):
+            timed(bench, device)
+    for _ in range(steps):
+        for bench in benches:
+            bench.times_ms.append(timed(bench, device))
+
+
+def _machine(device: torch.device, load_before) -> dict:
+    return {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "processor": platform.processor() or platform.machine(),
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+def _settings(args, config: PretrainConfig, steps: int, zoo, train: ZooSplit) -> dict:
+    task = train.task
+    return {"preset": args.preset, "pretrain": attrs.asdict(config), "z_dim": args.z_dim,
+            "warmup": args.warmup, "steps": steps, "seed": args.seed,
+            "zoo": args.zoo or f"built: formal_languages smoke, {ZOO_MODELS} models, "
+                               f"{ZOO_ROLLOUTS} rollouts, {ZOO_TRAIN_STEPS} training steps",
+            "zoo_task": zoo.manifest["task"]["name"], "zoo_arch": zoo.manifest["architecture"]["name"],
+            "zoo_sizes": attrs.asdict(train.arch.sizes), "sequence_length": task.sequence_length,
+            "train_networks": len(train),
+            "emulator_matmul_gflop_per_step": emulator_matmul_gflop(
+                config, task.input_size, task.output_size, task.sequence_length)}
+
+
+def _encoder_rows(benches: list[Bench], published: dict[str, Bench], reference: str | None) -> dict:
+    """encoder -> its timing, and the published step's beside it where it was measured."""
+    rows = {}
+    for bench in benches:
+        row = _timing(bench)
+        theirs = published.get(bench.name)
+        if theirs is not None:
+            row["published"] = _timing(theirs)
+            row["speedup_vs_published"] = row["published"]["ms_per_step_median"] / row["ms_per_step_median"]
+        else:
+            row["published"] = ("not measured: no --reference given" if not reference else
+                                "not measured: the published code has no such encoder")
+        rows[bench.name] = row
+    return rows
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     require_device(args.device)
@@ -199,71 +271,20 @@ def main(argv=None) -> dict:
     steps = args.steps or (50 if device.type == "cuda" else 5)
     config = PretrainConfig(**{**PRETRAIN_PRESETS[args.preset], "rollouts_per_network": args.rollouts_per_network})
     names = _encoder_names(args)
-    stand_ins = []
-    if args.reference:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import reference
-
-        _, stand_ins = reference.load(args.reference)  # a wrong path fails here, before any work
+    stand_ins = _load_reference(args)
     load_before = os.getloadavg()
-
     with tempfile.TemporaryDirectory(prefix="wspace-bench-") as workdir:
         zoo = open_or_build_zoo(args.zoo, workdir)
-        if zoo.rollout_inputs.shape[1] < config.rollouts_per_network:
-            raise WspaceError(f"zoo {zoo.path} stores {zoo.rollout_inputs.shape[1]} rollouts per network but the "
-                              f"run uses {config.rollouts_per_network}; pass a zoo that stores at least "
-                              f"that many (the quick and paper zoo presets store 100), or leave out --zoo")
+        _check_rollouts(zoo, config)
         train = ZooSplit(zoo, "train", device)
-        sizes = train.arch.sizes
-        benches = [make_bench(n, zoo, train, config, args.z_dim, args.seed, device, args.preset) for n in names]
-        published: dict[str, Bench] = {}
-        if args.reference:
-            import reference_pretrain
-
-            dataset_dir = reference_pretrain.write_published_dataset(
-                zoo, Path(workdir) / "published_dataset", min_rows=8 * config.batch_size)
-            published = {n: make_published_bench(n, zoo, dataset_dir, config, args.seed, device)
-                         for n in names if n in reference_pretrain.PUBLISHED_CONFIGS}
-        benches += list(published.values())
-        for bench in benches:  # warm-up: allocator, kernels, oneDNN/cuDNN plans
-            for _ in range(args.warmup):
-                timed(bench, device)
-        for _ in range(steps):  # interleaved: every encoder sees the same machine load
-            for bench in benches:
-                bench.times_ms.append(timed(bench, device))
-
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        benches, published = make_benches(args, zoo, workdir, config, device, names)
+        time_interleaved(benches + list(published.values()), device, args.warmup, steps)
     results = {
-        "machine": {"device": str(device), "gpu": gpu, "processor": platform.processor() or platform.machine(),
-                    "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "python": sys.version.split()[0],
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
-        "settings": {"preset": args.preset, "pretrain": attrs.asdict(config), "z_dim": args.z_dim,
-                     "warmup": args.warmup, "steps": steps, "seed": args.seed,
-                     "zoo": args.zoo or f"built: formal_languages smoke, {ZOO_MODELS} models, "
-                                        f"{ZOO_ROLLOUTS} rollouts, {ZOO_TRAIN_STEPS} training steps",
-                     "zoo_task": zoo.manifest["task"]["name"], "zoo_arch": zoo.manifest["architecture"]["name"],
-                     "zoo_sizes": attrs.asdict(sizes), "sequence_length": train.task.sequence_length,
-                     "train_networks": len(train),
-                     "emulator_matmul_gflop_per_step": emulator_matmul_gflop(
-                         config, train.task.input_size, train.task.output_size, train.task.sequence_length)},
+        "machine": _machine(device, load_before), "settings": _settings(args, config, steps, zoo, train),
         "reference": args.reference, "reference_stand_ins": stand_ins,
         "target_speedup": TARGET_SPEEDUP["cuda" if device.type == "cuda" else "cpu"],
-        "encoders": {},
+        "encoders": _encoder_rows(benches, published, args.reference),
     }
-    for bench in benches:
-        if bench.name.startswith("published:"):
-            continue
-        row = _timing(bench)
-        mine = published.get(bench.name)
-        if mine is not None:
-            row["published"] = _timing(mine)
-            row["speedup_vs_published"] = row["published"]["ms_per_step_median"] / row["ms_per_step_median"]
-        else:
-            row["published"] = ("not measured: no --reference given" if not args.reference else
-                                "not measured: the published code has no such encoder")
-        results["encoders"][bench.name] = row
     print_report(results)
     if args.json:
         with open(args.json, "w") as f:

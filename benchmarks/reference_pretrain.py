@@ -79,38 +79,32 @@ def published_args(ts, encoder: str, criterion: str, sequences_per_network: int,
     return ts.conditional_args(args)
 
 
-def make_published_step(encoder: str, dataset_dir: Path, objective: str, batch_size: int,
-                        sequences_per_network: int, device: torch.device, seed: int,
-                        emulator: tuple[int, int] = (256, 2)) -> tuple[Callable[[], None], int, dict]:
-    """(step, encoder parameter count, the published arguments used) for one encoder;
-    ``emulator``: (hidden size, layers), the published default is (256, 2)."""
+def _check_counterparts(encoder: str, objective: str) -> None:
     if encoder not in PUBLISHED_CONFIGS:
         raise reference.ReferenceError(f"the published code has no counterpart of encoder {encoder!r}; "
                                        f"it has: {', '.join(PUBLISHED_CONFIGS)}")
     if objective not in PUBLISHED_CRITERIA:
         raise reference.ReferenceError(f"the published code has no counterpart of objective {objective!r}")
-    ts = reference.module("training_script")
-    rnn_models = reference.module("modules_rnn_models")
-    datasets = reference.module("dataset_classes")
-    utilities = reference.module("utilities")
-    args = published_args(ts, encoder, PUBLISHED_CRITERIA[objective], sequences_per_network, device)
-    args.rnn_batch_size = batch_size
-    args.emulator_hidden_size, args.emulator_num_layers = emulator
-    ts.args = args  # CombinedEncoderEmulator reads the script's module-level ``args``
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+
+
+def _training_split(datasets, dataset_dir: Path, args, batch_size: int):
+    """Its ``ParametersFormalLanguageDataset`` training split, as its script makes it."""
     train = datasets.ParametersFormalLanguageDataset(
         str(dataset_dir), sequences_per_rnn=args.sequence_batch_size, eval_ratio=0.15, ood_ratio=0.15,
         mode="train", task_criterion=lambda x: datasets.task_entropy_criterion(x))
     if len(train) < batch_size:
         raise reference.ReferenceError(f"the published training split holds {len(train)} rows, fewer than a batch "
                                        f"of {batch_size}; write more rows (min_rows)")
-    reference_model = rnn_models.RNNFast(hidden_size=args.rnn_hidden_size, input_size=args.probing_input_dim,
-                                         output_size=args.probing_output_dim, num_layers=args.rnn_num_layers,
-                                         input_batch=True)
-    model = rnn_models.RNNFunctionalizable(hidden_size=args.rnn_hidden_size, input_size=args.probing_input_dim,
-                                           output_size=args.probing_output_dim, num_layers=args.rnn_num_layers,
-                                           input_batch=True)
+    return train
+
+
+def _functional_rnn(rnn_models, utilities, args):
+    """(model, parameter shapes in its order, vmapped call with hidden state): its
+    ``RNNFunctionalizable`` under ``torch.func.functional_call`` and ``torch.vmap``."""
+    sizes = dict(hidden_size=args.rnn_hidden_size, input_size=args.probing_input_dim,
+                 output_size=args.probing_output_dim, num_layers=args.rnn_num_layers, input_batch=True)
+    reference_model = rnn_models.RNNFast(**sizes)
+    model = rnn_models.RNNFunctionalizable(**sizes)
     shapes = {k: p.shape for k, p in model.named_parameters()}
     names = utilities.convert_parameter_names([k for k, _ in reference_model.named_parameters()])
     shapes = [(k, shapes[k]) for k in names]
@@ -118,7 +112,11 @@ def make_published_step(encoder: str, dataset_dir: Path, objective: str, batch_s
     def with_hidden(parameters, x, hidden):
         return torch.func.functional_call(model, parameters, args=(x, hidden))
 
-    vfunc = torch.vmap(with_hidden, in_dims=(0, 0, (0, 0)), out_dims=(0, (0, 0)))
+    return model, shapes, torch.vmap(with_hidden, in_dims=(0, 0, (0, 0)), out_dims=(0, (0, 0)))
+
+
+def _encoder_and_emulator(ts, args, model, shapes, vfunc, device: torch.device):
+    """Its ``define_encoder`` and ``EmulatorLSTM`` (forget gates opened where its config says)."""
     obs_dim, out_dim = shapes[0][1][-1], shapes[-1][1][0]
     encoder_module = ts.define_encoder(args, probing_input_dim=obs_dim, probing_output_dim=out_dim,
                                        v_actor_func_with_hidden=vfunc, model=model, device=device,
@@ -129,15 +127,14 @@ def make_published_step(encoder: str, dataset_dir: Path, objective: str, batch_s
                                only_condition_bos=args.emulator_only_condition_bos)
     if args.emulator_open_gate_init:
         emulator.open_forget_gates()
-    emulator.to(device)
-    optimizer = torch.optim.AdamW(list(encoder_module.parameters()) + list(emulator.parameters()),
-                                  lr=args.learning_rate, weight_decay=args.weight_decay)
-    state = utilities.ModelState(rnn_weight_encoder=encoder_module, emulator=emulator, combined_model=None,
-                                 device=device, rnn_params_shapes=shapes, vfunc=vfunc, rnn_model=model, args=args)
-    state.combined_model = ts.CombinedEncoderEmulator(encoder_module, emulator, args=args, state=state)
+    return encoder_module, emulator.to(device)
+
+
+def _loop_step(ts, args, train, state, encoder_module, emulator, optimizer) -> Callable[[], None]:
+    """The body of its training loop (logging and evaluation aside)."""
     batches = iter(())
 
-    def step() -> None:  # the body of its training loop (logging and evaluation aside)
+    def step() -> None:
         nonlocal batches
         ts.args = args  # its CombinedEncoderEmulator reads the module-level ``args`` (permutation augmentation)
         batch = next(batches, None)
@@ -156,5 +153,33 @@ def make_published_step(encoder: str, dataset_dir: Path, objective: str, batch_s
         optimizer.step()
         loss.item()  # its meter.update({"training loss": loss.item()})
 
+    return step
+
+
+def make_published_step(encoder: str, dataset_dir: Path, objective: str, batch_size: int,
+                        sequences_per_network: int, device: torch.device, seed: int,
+                        emulator: tuple[int, int] = (256, 2)) -> tuple[Callable[[], None], int, dict]:
+    """(step, encoder parameter count, the published arguments used) for one encoder;
+    ``emulator``: (hidden size, layers), the published default is (256, 2)."""
+    _check_counterparts(encoder, objective)
+    ts = reference.module("training_script")
+    rnn_models = reference.module("modules_rnn_models")
+    datasets = reference.module("dataset_classes")
+    utilities = reference.module("utilities")
+    args = published_args(ts, encoder, PUBLISHED_CRITERIA[objective], sequences_per_network, device)
+    args.rnn_batch_size = batch_size
+    args.emulator_hidden_size, args.emulator_num_layers = emulator
+    ts.args = args  # CombinedEncoderEmulator reads the script's module-level ``args``
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    train = _training_split(datasets, dataset_dir, args, batch_size)
+    model, shapes, vfunc = _functional_rnn(rnn_models, utilities, args)
+    encoder_module, emulator_module = _encoder_and_emulator(ts, args, model, shapes, vfunc, device)
+    optimizer = torch.optim.AdamW(list(encoder_module.parameters()) + list(emulator_module.parameters()),
+                                  lr=args.learning_rate, weight_decay=args.weight_decay)
+    state = utilities.ModelState(rnn_weight_encoder=encoder_module, emulator=emulator_module, combined_model=None,
+                                 device=device, rnn_params_shapes=shapes, vfunc=vfunc, rnn_model=model, args=args)
+    state.combined_model = ts.CombinedEncoderEmulator(encoder_module, emulator_module, args=args, state=state)
     used = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str))}
+    step = _loop_step(ts, args, train, state, encoder_module, emulator_module, optimizer)
     return step, sum(p.numel() for p in encoder_module.parameters()), used

@@ -287,7 +287,7 @@ patience = 50
 def test_killed_pretraining_resumes_into_the_same_mlflow_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from wspace.training.pretrain import load_checkpoint
+    from wspace.training.checkpoint import load_checkpoint
 
     toml = tmp_path / "run.toml"
     toml.write_text(RUN_TOML)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from wspace.cli import cli
 from wspace.config import resolve
-from wspace.training.pretrain import load_checkpoint
+from wspace.training.checkpoint import load_checkpoint
 from wspace_core.registry import WspaceError
 from wspace.zoo import Zoo, zoo_info
 from wspace.zoo.build import build_zoo, preset_config

@@ -84,7 +84,8 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print, zoo_p
     import torch
 
     from wspace.config import require_device
-    from wspace.training.pretrain import build_encoder, encoder_context, load_checkpoint
+    from wspace.training.checkpoint import load_checkpoint
+    from wspace.training.pretrain import build_encoder, encoder_context
     from wspace.experiment.run import config_from_dict
     from wspace.validation import check_encoder_fits
 

@@ -311,7 +311,7 @@ def check_resumable(run_dir: str | Path, config: RunConfig) -> None:
     another encoder, other sizes, an older or partial format. The encoder is built for the zoo
     the configuration describes (sizes checked first), on the CPU."""
     from wspace.training.emulation import Emulator
-    from wspace.training.pretrain import load_checkpoint
+    from wspace.training.checkpoint import load_checkpoint
     from wspace.validation import encoder_context_for, restore_checkpoint
 
     path = Path(run_dir) / CHECKPOINT

@@ -11,7 +11,7 @@ identity of one process, so a plain ``wspace ...`` behaves exactly as it does wi
   ``merge_zoos([out], out)``: the zoo is byte-identical to a single-process build.
 - Pretraining (``wspace.training.pretrain``): encoder and emulator in one module wrapped in
   DistributedDataParallel; each rank draws its share of the batch; rank 0 alone checkpoints and
-  logs. See docs/scaling.md.
+  logs. ``RankShare`` is all a pretraining knows of the ranks. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -198,12 +199,6 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(box.item())
 
 
-def barrier(ctx: DistContext | None = None) -> None:
-    ctx = ctx or launch_context()
-    if ctx.enabled:
-        dist.barrier()
-
-
 # ---- pretraining -----------------------------------------------------------------------------
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -218,6 +213,63 @@ def local_batch_size(batch_size: int, ctx: DistContext) -> int:
                           f"ranks; use --batch-size {ctx.world_size} or more, or fewer processes")
     base, extra = divmod(batch_size, ctx.world_size)
     return base + (1 if ctx.rank < extra else 0)
+
+
+@attrs.frozen
+class RankShare:
+    """This process's part in a data-parallel pretraining: its share of every batch and of the
+    evaluated networks, and the collectives that keep the ranks agreeing. In one process (no
+    torchrun) every method is the identity of the single-process loop."""
+
+    ctx: DistContext
+    batch_size: int  # the effective batch: networks per step over all ranks
+    local_batch: int  # this rank's share of it
+
+    @classmethod
+    def of(cls, ctx: DistContext, batch_size: int) -> "RankShare":
+        return cls(ctx, batch_size, local_batch_size(batch_size, ctx))
+
+    @property
+    def loss_scale(self) -> float:
+        """DDP averages the ranks' gradients; weighting each rank's mean loss by its share of the
+        batch makes that the gradient of the mean over all ``batch_size`` networks (1.0 for
+        equal shares and in one process)."""
+        return self.local_batch * self.ctx.world_size / self.batch_size
+
+    def sampler_seed(self, seed: int) -> int:
+        return rank_seed(seed, self.ctx.rank)
+
+    def wrap(self, module: nn.Module, device: torch.device, probe_loss: Callable[[], torch.Tensor]) -> nn.Module:
+        return data_parallel(module, self.ctx, device, probe_loss)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's contiguous share of ``rows`` (sequential memory-mapped reads)."""
+        return np.array_split(rows, self.ctx.world_size)[self.ctx.rank] if self.ctx.enabled else rows
+
+    def mean(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        """Every rank's ``sums`` added up, divided by ``count``: the same numbers on every rank."""
+        total = sum_across_ranks(torch.tensor(list(sums.values()), dtype=torch.float64), self.ctx)
+        return {name: value / count for name, value in zip(sums, total.tolist())}
+
+    def batch_loss(self, loss: torch.Tensor, reported: bool) -> float | None:
+        """The mean training loss over the effective batch. In one process: ``loss`` itself, every
+        step. Under torchrun: a collective taken at ``reported`` steps only (None at the others),
+        the same value on every rank (so every rank takes the same decision on it)."""
+        if not self.ctx.enabled:
+            return loss.item()
+        if not reported:
+            return None
+        total = sum_across_ranks(loss.detach().reshape(1) * self.local_batch, self.ctx)
+        return total.item() / self.batch_size
+
+    def agree(self, value: int) -> int:
+        """Rank 0's ``value`` on every rank (e.g. the early-stopping counter)."""
+        return broadcast_int(value, self.ctx)
+
+    def gather(self, obj: Any, collective: bool = True) -> list | None:
+        """Every rank's ``obj`` under torchrun; None in one process, or when ``collective`` is false
+        (after an interrupt the other ranks may be gone)."""
+        return all_gather_object(obj, self.ctx) if self.ctx.enabled and collective else None
 
 
 def _leaves_unused(module: nn.Module, probe_loss: Callable[[], torch.Tensor]) -> bool:
@@ -251,11 +303,13 @@ def data_parallel(module: nn.Module, ctx: DistContext, device: torch.device,
 def restore_rank_rng(state: dict, ctx: DistContext) -> dict | None:
     """The RNG states this rank resumes from in checkpoint ``state``: its own when the checkpoint
     holds one per rank of a job of this size, else rank 0 takes ``rng`` and the other ranks get
-    None (they draw from fresh seeds; rank 0 warns)."""
+    None (they draw from fresh seeds; rank 0 warns). In one process: ``rng``."""
+    if not ctx.enabled:
+        return state["rng"]
     per_rank = state.get("rng_ranks")
     if per_rank is not None and len(per_rank) == ctx.world_size:
         return per_rank[ctx.rank]
-    if ctx.is_main and ctx.enabled:
+    if ctx.is_main:
         held = len(per_rank) if per_rank is not None else 1
         warnings.warn(f"the checkpoint holds the batch samplers of {held} process(es) and is resumed by "
                       f"{ctx.world_size}: weights, optimiser and step carry over; ranks without a saved "

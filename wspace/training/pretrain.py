@@ -11,19 +11,23 @@ code's own validation loss among them); the best validation state is kept, and t
 early after ``patience`` evaluations without improvement (0: never, as published).
 Checkpoints (weights, optimiser, RNG states, step) let a run resume.
 
+``Pretraining`` is one run set up (splits, encoder, emulator, objective, evaluated metrics,
+optimiser, clipping groups, batch sampler), built in the order the RNG is drawn in; the
+benchmark times its ``train_step``. ``pretrain`` runs it through ``PretrainLoop``
+(``wspace.training.loop``), which checkpoints with ``Checkpointer`` (``wspace.training.checkpoint``).
+
 Under torchrun (WORLD_SIZE > 1) encoder and emulator train as one DistributedDataParallel module:
 each rank draws its share of the ``batch_size`` networks from its own sampler (seeded
 ``distributed.rank_seed(seed, rank)``), so the effective batch stays ``batch_size``; the
 evaluation is shared out over the ranks and summed, every rank takes the same early-stopping
 decision (rank 0's, broadcast), and rank 0 alone writes checkpoints and calls ``log_metrics``.
-In one process none of this happens and training is exactly the single-process loop.
+All of it is the set-up's ``distributed.RankShare``; in one process none of it happens and
+training is exactly the single-process loop.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -33,25 +37,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wspace_core import plugins
-from wspace.training import distributed
-from wspace_core.architecture import Architecture
 from wspace.config import PretrainConfig
+from wspace.training import distributed
+from wspace.training.checkpoint import Checkpointer
 from wspace.training.emulation import Emulator
+from wspace.training.loop import PretrainLoop, PretrainProgress
+from wspace_core import plugins
+from wspace_core.architecture import Architecture
 from wspace_core.encoder import Encoder, EncoderContext, encode
 from wspace_core.objective import EmulationMetric, emulation_metrics
 from wspace_core.registry import WspaceError
-from wspace.validation import check_finite_loss, restore_checkpoint
 from wspace_core.task import TaskFamily
 
-
-@attrs.frozen
-class PretrainProgress:
-    step: int
-    total: int
-    loss: float
-    elapsed_s: float
-    last_eval: dict | None = None
+#: the splits every evaluation measures; the best state is chosen on the first
+EVAL_SPLITS = ("validation", "ood")
 
 
 @attrs.define
@@ -193,34 +192,6 @@ def _loss_sums(encoder: Encoder, emulator: Emulator, split: ZooSplit, rows: np.n
     return sums
 
 
-def evaluate_split(encoder: Encoder, emulator: Emulator, split: ZooSplit, config: PretrainConfig,
-                   objectives: dict[str, torch.nn.Module]) -> dict[str, float]:
-    """Mean emulation losses over every network of the split, on its first eval_rollouts rollouts."""
-    sums = _loss_sums(encoder, emulator, split, split.rows, config, objectives)
-    return {name: total / len(split) for name, total in sums.items()}
-
-
-def _evaluate_shared(encoder: Encoder, emulator: Emulator, split: ZooSplit, config: PretrainConfig,
-                     objectives: dict[str, torch.nn.Module], ctx: distributed.DistContext) -> dict[str, float]:
-    """``evaluate_split`` with the rows shared out over the ranks and the sums added up."""
-    if not ctx.enabled:
-        return evaluate_split(encoder, emulator, split, config, objectives)
-    rows = np.array_split(split.rows, ctx.world_size)[ctx.rank]  # contiguous: sequential memmap reads
-    sums = _loss_sums(encoder, emulator, split, rows, config, objectives)
-    total = distributed.sum_across_ranks(torch.tensor(list(sums.values()), dtype=torch.float64), ctx)
-    return {name: value / len(split) for name, value in zip(sums, total.tolist())}
-
-
-def _probe_loss(encoder: Encoder, emulator: Emulator, train: ZooSplit, objective: nn.Module,
-                per_net: int, seed: int, positions: str = "all") -> torch.Tensor:
-    """The loss of one small training step on the first networks, from a private generator:
-    what tells ``distributed.data_parallel`` which parameters a forward pass uses."""
-    generator = torch.Generator().manual_seed(seed)
-    params, inputs, targets, mask = train.batch(train.rows[:2], None, per_net)
-    z = embed(encoder, train, params, generator, augment=True)
-    return objective(emulate(emulator, z, inputs), targets, positions_mask(mask, positions)).mean()
-
-
 def metric_objectives(config: PretrainConfig) -> dict[str, MetricObjective]:
     """metric name -> how it is computed: the trained objective (over ``config.loss_positions``)
     first, then every metric the objective declares (``Objective.report_metrics``)."""
@@ -236,41 +207,6 @@ def clip_groups(encoder: nn.Module, emulator: nn.Module, scope: str) -> list[lis
     if scope == "joint":
         return [encoder_params + emulator_params]
     return [group for group in (encoder_params, emulator_params) if group]
-
-
-def save_checkpoint(path: Path, **payload) -> None:
-    """Weights and plain data only (loadable with weights_only=True), written atomically: a write
-    that fails (disk full, folder made read-only) leaves the previous checkpoint as it was."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        torch.save(payload, tmp)
-        tmp.replace(path)
-    except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as RuntimeError
-        import shutil
-
-        tmp.unlink(missing_ok=True)
-        kept = f"the previous checkpoint {path} is intact" if path.exists() else "no checkpoint was kept"
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:160]
-        try:
-            free = f"; {shutil.disk_usage(path.parent).free / 2**20:,.0f} MiB free there"
-        except OSError:
-            free = ""
-        raise WspaceError(f"cannot write the checkpoint {path} ({reason}{free}); {kept}. Free disk space or make "
-                          f"the folder writable, then continue with `wspace run --resume {path.parent}`") from None
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WspaceError(f"no checkpoint at {path}; start without --resume") from None
-    except Exception as err:  # unpickling refused or damaged file
-        raise WspaceError(
-            f"checkpoint {path} cannot be loaded as plain weights ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]}); checkpoints must hold tensors and plain data only — "
-            f"delete it and start the run again"
-        ) from None
-
 
 
 def training_step(model, objective, optimizer, groups: list[list[nn.Parameter]], train: ZooSplit, batch_size: int,
@@ -294,6 +230,115 @@ def training_step(model, objective, optimizer, groups: list[list[nn.Parameter]],
     return loss
 
 
+def trained_objective(config: PretrainConfig, task: TaskFamily) -> nn.Module:
+    """The objective ``config`` trains, refused when it is for the other kind of outputs."""
+    objective = plugins.objectives().get(config.objective)()
+    if getattr(objective, "output_kind", task.output_kind) != task.output_kind:
+        raise WspaceError(
+            f"objective {config.objective!r} is for {objective.output_kind} outputs but task "
+            f"{task.name!r} has {task.output_kind} outputs; choose another --objective"
+        )
+    return objective
+
+
+@attrs.define(eq=False)
+class Pretraining:
+    """One emulation pretraining, set up: what a training step and an evaluation need. Built by
+    ``build``; ``pretrain`` runs it through ``PretrainLoop``, the benchmark times ``train_step``."""
+
+    config: PretrainConfig
+    seed: int
+    device: torch.device
+    ranks: distributed.RankShare  # this process's share of the work (all of it without torchrun)
+    generator: torch.Generator  # the batch sampler (networks, rollouts, permutations)
+    train: ZooSplit
+    evals: dict[str, ZooSplit]  # EVAL_SPLITS
+    encoder: Encoder
+    emulator: Emulator
+    objective: nn.Module  # the trained objective
+    evaluated: dict[str, MetricObjective]  # the trained objective's metric first, then the declared ones
+    groups: list[list[nn.Parameter]]  # clipped each on its own
+    optimizer: torch.optim.Optimizer
+
+    @classmethod
+    def build(cls, zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16, preset: str = "quick",
+              encoder_options: dict | None = None, seed: int = 0, device: str = "cpu") -> Pretraining:
+        """Under torchrun this joins the process group. The RNG is drawn in a fixed order: the
+        global seed, then the encoder's and the emulator's initial weights."""
+        ctx = distributed.setup(device)
+        device_t = torch.device(ctx.device(device))
+        torch.manual_seed(seed)
+        ranks = distributed.RankShare.of(ctx, config.batch_size)
+        generator = torch.Generator().manual_seed(ranks.sampler_seed(seed))
+        train = ZooSplit(zoo, "train", device_t)
+        evals = {name: ZooSplit(zoo, name, device_t) for name in EVAL_SPLITS}
+        encoder = build_encoder(encoder_name, encoder_context(zoo, z_dim, preset, encoder_options)).to(device_t)
+        emulator = Emulator.from_config(config, train.task.input_size, train.task.output_size, z_dim).to(device_t)
+        objective = trained_objective(config, train.task)
+        evaluated = metric_objectives(config)
+        groups = clip_groups(encoder, emulator, config.grad_clip_scope)
+        optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(emulator.parameters()), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+        return cls(config, seed, device_t, ranks, generator, train, evals, encoder, emulator, objective,
+                   evaluated, groups, optimizer)
+
+    @property
+    def rollouts_per_network(self) -> int:
+        """Stored rollouts of each network per step (no more than the zoo stores)."""
+        return min(self.config.rollouts_per_network, self.train.zoo.rollout_inputs.shape[1])
+
+    @property
+    def objective_metric(self) -> str:
+        """The metric the best state is chosen on: the trained objective's."""
+        return next(iter(self.evaluated))
+
+    def metric_info(self) -> dict[str, dict]:
+        return {name: attrs.asdict(m.metric) for name, m in self.evaluated.items()}
+
+    def model(self) -> nn.Module:
+        """Encoder and emulator as the module a training step runs (DistributedDataParallel under
+        torchrun, told by a probe step whether a forward pass leaves parameters unused)."""
+        return self.ranks.wrap(EmulationModel(self.encoder, self.emulator, self.train), self.device, self.probe_loss)
+
+    def probe_loss(self) -> torch.Tensor:
+        """The loss of one small training step on the first networks, from a private generator."""
+        generator = torch.Generator().manual_seed(self.seed)
+        params, inputs, targets, mask = self.train.batch(self.train.rows[:2], None, self.rollouts_per_network)
+        z = embed(self.encoder, self.train, params, generator, augment=True)
+        pred = emulate(self.emulator, z, inputs)
+        return self.objective(pred, targets, positions_mask(mask, self.config.loss_positions)).mean()
+
+    def train_step(self, model: nn.Module) -> torch.Tensor:
+        """One training step of this rank's share of the batch through ``model`` (``self.model()``)."""
+        config = self.config
+        return training_step(model, self.objective, self.optimizer, self.groups, self.train, self.ranks.local_batch,
+                             self.rollouts_per_network, config.grad_clip, self.generator, self.ranks.loss_scale,
+                             config.loss_positions)
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """split -> metric -> mean over every network of the split (first eval_rollouts rollouts),
+        the rows shared out over the ranks and the sums added up."""
+        metrics = {}
+        for name, split in self.evals.items():
+            sums = _loss_sums(self.encoder, self.emulator, split, self.ranks.rows(split.rows), self.config,
+                              self.evaluated)
+            metrics[name] = self.ranks.mean(sums, len(split))
+        return metrics
+
+    def selection_loss(self, metrics: dict[str, dict[str, float]]) -> float:
+        """The figure the best state is chosen on: the trained objective on the first EVAL_SPLITS."""
+        return metrics[EVAL_SPLITS[0]][self.objective_metric]
+
+    def weights(self) -> dict[str, dict]:
+        """A copy of the encoder's and emulator's weights."""
+        return {"encoder": copy.deepcopy(self.encoder.state_dict()),
+                "emulator": copy.deepcopy(self.emulator.state_dict())}
+
+    def load_weights(self, weights: dict[str, dict]) -> None:
+        self.encoder.load_state_dict(weights["encoder"])
+        self.emulator.load_state_dict(weights["emulator"])
+
+
 def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16, preset: str = "quick",
              encoder_options: dict | None = None, seed: int = 0, device: str = "cpu",
              checkpoint_dir: Path | None = None, resume: bool = False,
@@ -301,126 +346,18 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
              progress: Callable[[PretrainProgress], None] | None = None) -> PretrainResult:
     """Train encoder ``encoder_name`` by emulation on ``zoo``'s training networks. Under torchrun
     with several processes: data-parallel over the ranks (see the module docstring)."""
-    ctx = distributed.setup(device)
-    device_t = torch.device(ctx.device(device))
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(distributed.rank_seed(seed, ctx.rank))
-    local_batch = distributed.local_batch_size(config.batch_size, ctx)
-    train = ZooSplit(zoo, "train", device_t)
-    evals = {name: ZooSplit(zoo, name, device_t) for name in ("validation", "ood")}
-    task = train.task
-    context = encoder_context(zoo, z_dim, preset, encoder_options)
-    encoder = build_encoder(encoder_name, context).to(device_t)
-    emulator = Emulator.from_config(config, task.input_size, task.output_size, z_dim).to(device_t)
-    objective = plugins.objectives().get(config.objective)()
-    if getattr(objective, "output_kind", task.output_kind) != task.output_kind:
-        raise WspaceError(
-            f"objective {config.objective!r} is for {objective.output_kind} outputs but task "
-            f"{task.name!r} has {task.output_kind} outputs; choose another --objective"
-        )
-    evaluated = metric_objectives(config)
-    objective_metric = next(iter(evaluated))  # the best state is chosen on the trained objective
-    parameters = list(encoder.parameters()) + list(emulator.parameters())
-    groups = clip_groups(encoder, emulator, config.grad_clip_scope)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-
-    step, history, best = 0, [], {"loss": math.inf, "step": 0, "state": None, "metrics": {}}
-    stale_evals = 0
-    ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / "checkpoint.pt"
+    setup = Pretraining.build(zoo, encoder_name, config, z_dim=z_dim, preset=preset,
+                              encoder_options=encoder_options, seed=seed, device=device)
+    loop = PretrainLoop(setup, Checkpointer(checkpoint_dir, setup), log_metrics, progress)
     if resume:
-        if ckpt_path is None:
-            raise WspaceError("resuming needs a checkpoint directory")
-        state = load_checkpoint(ckpt_path)
-        restore_checkpoint(state, encoder, emulator, optimizer, ckpt_path)
-        rng = distributed.restore_rank_rng(state, ctx) if ctx.enabled else state["rng"]
-        if rng is not None:
-            generator.set_state(rng["generator"]), torch.set_rng_state(rng["torch"])
-        else:  # a rank of a job larger than the one that wrote the checkpoint
-            generator.manual_seed(distributed.rank_seed(seed, ctx.rank) + state["step"])
-        step, history, stale_evals = state["step"], list(state["history"]), state["stale_evals"]
-        best = {"loss": state["best_loss"], "step": state["best_step"], "metrics": state["best_metrics"],
-                "state": state.get("best_state")}
-
-    def checkpoint(collective: bool = True):
-        rng = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-        # every rank's sampler state, so that a job of the same size resumes exactly
-        per_rank = distributed.all_gather_object(rng, ctx) if ctx.enabled and collective else None
-        if ckpt_path is None or not ctx.is_main:
-            return
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        extra = {} if per_rank is None else {"rng_ranks": per_rank}
-        save_checkpoint(
-            ckpt_path, encoder=encoder.state_dict(), emulator=emulator.state_dict(),
-            optimizer=optimizer.state_dict(), rng=rng,
-            step=step, history=history, stale_evals=stale_evals, best_loss=best["loss"],
-            best_step=best["step"], best_metrics=best["metrics"], best_state=best["state"], **extra,
-        )
-
-    def run_eval():
-        nonlocal stale_evals
-        metrics = {name: _evaluate_shared(encoder, emulator, split, config, evaluated, ctx)
-                   for name, split in evals.items()}
-        flat = {f"{split}/{m}": v for split, ms in metrics.items() for m, v in ms.items()}
-        history.append({"step": step, **flat})
-        if log_metrics and ctx.is_main:
-            log_metrics(flat, step)
-        val = metrics["validation"][objective_metric]
-        if val < best["loss"]:
-            best.update(loss=val, step=step, metrics=metrics,
-                        state={"encoder": copy.deepcopy(encoder.state_dict()),
-                               "emulator": copy.deepcopy(emulator.state_dict())})
-            stale_evals = 0
-        else:
-            stale_evals += 1
-        stale_evals = distributed.broadcast_int(stale_evals, ctx)  # rank 0's stop decision for all
-        return metrics
-
-    start_time, stopped_early, last_eval = time.perf_counter(), False, None
-    num_rollouts_stored = zoo.rollout_inputs.shape[1]
-    per_net = min(config.rollouts_per_network, num_rollouts_stored)
-    model = distributed.data_parallel(EmulationModel(encoder, emulator, train), ctx, device_t,
-                                      lambda: _probe_loss(encoder, emulator, train, objective, per_net, seed,
-                                                          config.loss_positions))
-    # DDP averages the ranks' gradients; weighting each rank's mean by its share of the batch
-    # makes that the gradient of the mean over all batch_size networks (1.0 for equal shares)
-    share = local_batch * ctx.world_size / config.batch_size
-    if step == 0:
-        last_eval = run_eval()  # the untrained floor, step 0
-    try:
-        while step < config.steps:
-            loss = training_step(model, objective, optimizer, groups, train, local_batch,
-                                 per_net, config.grad_clip, generator, share, config.loss_positions)
-            step += 1
-            if ctx.enabled and (step % 10 == 0 or step == config.steps):
-                # the loss over the whole effective batch (a collective: every rank takes part)
-                total = distributed.sum_across_ranks(loss.detach().reshape(1) * local_batch, ctx)
-                check_finite_loss(total.item(), step, config)  # the same value, so the same decision, on every rank
-                if log_metrics and ctx.is_main:
-                    log_metrics({"train/loss": total.item() / config.batch_size}, step)
-            elif not ctx.enabled:
-                check_finite_loss(loss.item(), step, config)
-                if log_metrics and (step % 10 == 0 or step == config.steps):
-                    log_metrics({"train/loss": loss.item()}, step)
-            if step % config.eval_every == 0 or step == config.steps:
-                last_eval = run_eval()
-            if progress:
-                progress(PretrainProgress(step, config.steps, loss.item(),
-                                          time.perf_counter() - start_time, last_eval))
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint()
-            if config.patience and stale_evals >= config.patience:
-                stopped_early = True
-                break
-    except KeyboardInterrupt:
-        checkpoint(collective=False)  # the other ranks may be gone: no collective now
-        raise
-    checkpoint()
-    if best["state"] is not None:
-        encoder.load_state_dict(best["state"]["encoder"])
-        emulator.load_state_dict(best["state"]["emulator"])
+        loop.resume()
+    seconds = loop.run()
+    best = loop.state.best
+    if best.weights is not None:
+        setup.load_weights(best.weights)
     return PretrainResult(
-        encoder=encoder, emulator=emulator, best_step=best["step"], best_validation=best["loss"],
-        metrics=best["metrics"], history=history, steps_done=step, stopped_early=stopped_early,
-        seconds=time.perf_counter() - start_time, objective_metric=objective_metric,
-        metric_info={name: attrs.asdict(m.metric) for name, m in evaluated.items()},
+        encoder=setup.encoder, emulator=setup.emulator, best_step=best.step, best_validation=best.loss,
+        metrics=best.metrics, history=loop.state.history, steps_done=loop.state.step,
+        stopped_early=loop.stopped_early, seconds=seconds, objective_metric=setup.objective_metric,
+        metric_info=setup.metric_info(),
     )

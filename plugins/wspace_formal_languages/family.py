@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from wspace_core.architecture import Architecture, Params
+from wspace_core.published import LoadFiles, PublishedZoo
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec, TaskFamily
 from wspace_core.validators import Check, int_at_least, number_in, one_of, positive_int
+from wspace_formal_languages import published
 from wspace_formal_languages.language import (
     BOS, EOS, NUM_SYMBOLS, OFFSET_VALUES, Language, accepts, accepts_counts, all_languages, generate_strings,
     language_index, min_n,
@@ -91,6 +93,12 @@ class FormalLanguages(TaskFamily):
     output_kind = "categorical"
     task_columns = ("mb", "mc", "md")
     metric_columns = ("performance", "performance_strict")
+    published_markers = published.MARKERS
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """The paper's published zoo (``wspace_formal_languages.published``)."""
+        return published.read_published(cls, load)
 
     def __init__(self, **settings: Any):
         known = [f.name for f in attrs.fields(FormalLanguagesSettings)]

@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from wspace_core.architecture import Architecture, Params
+from wspace_core.published import LoadFiles, PublishedZoo
 from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec, TaskFamily, TrainingSchedule
 from wspace_core.validators import int_at_least, number_in, one_of
+from wspace_tiled_mnist import published
 from wspace_tiled_mnist import images as im
 from wspace_tiled_mnist.data import MnistTrain, load_train
 from wspace_tiled_mnist.splits import (
@@ -134,6 +136,12 @@ class TiledMnist(TaskFamily):
     output_kind = "categorical"
     task_columns = ("angle", "weight_decay")
     metric_columns = ("performance", "train_loss", "eval_loss", "gap")
+    published_markers = published.MARKERS
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """The paper's published zoo (``wspace_tiled_mnist.published``)."""
+        return published.read_published(cls, load)
 
     input_size = im.TILE_SIZE  # 16
     output_size = NUM_CLASSES  # 10

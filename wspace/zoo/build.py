@@ -35,6 +35,7 @@ from wspace.config import check_device
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily, TrainingSchedule
 from wspace_core.validators import non_negative_int, positive_int
+from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
 
@@ -245,7 +246,7 @@ def manifest_base(config: ZooConfig, arch: Architecture, task: TaskFamily) -> di
         "architecture": arch.describe(), "task": task.describe(),
         "build": attrs.asdict(config), "snapshot_steps": list(config.schedule.snapshot_steps),
         "num_models": config.num_models,
-        "metadata_columns": ["model", "snapshot", "step", "split", *task.task_columns, *task.metric_columns],
+        "metadata_columns": metadata_columns(task),
     }
 
 

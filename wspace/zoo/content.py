@@ -107,7 +107,7 @@ _TASK_RANGES = {"weight_decay": (0.0, np.inf)}
 
 
 def check_published(data: Any, family: Any) -> None:
-    """Refuse a published zoo (``paper_import.PaperData``) that would crash the import or give a
+    """Refuse a published zoo (``wspace_core.published.PublishedZoo``) that would crash the import or give a
     zoo of wrong values: no rows, token ids outside the family's symbols, metric values out of
     their range (a fraction correct outside [0, 1], a negative loss), NaN metrics or tasks."""
     fix = "the published files are damaged or not from the paper's zoo: re-download them"

@@ -16,6 +16,7 @@ so the zoo depends on neither the group size nor the number of workers.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -429,17 +430,7 @@ def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
 
     Worker processes are spawned: a script that calls this at import time needs the usual
     ``if __name__ == "__main__":`` guard (or ``workers=1``)."""
-    if threads is not None:
-        if workers is not None and workers != threads:
-            raise WspaceError("give workers (or its former name threads), not both")
-        workers = threads
-    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
-        raise WspaceError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
-    on_cpu = str(config.device).startswith("cpu")
-    workers = default_workers(config.device) if workers is None else workers
-    group_size = (CPU_GROUP_SIZE if on_cpu else config.chunk_size) if group_size is None else group_size
-    positive_int.require("workers", workers)
-    positive_int.require("group_size", group_size)
+    workers, group_size = _execution(config, rank, world_size, workers, group_size, threads)
     task = task_for(config)
     arch = architecture_for(config, task)
     split, tasks = assign_tasks(task, config)
@@ -451,26 +442,12 @@ def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
     with ZooWriter.create(out, manifest_base(config, arch, task), resume=resume, shard=shard) as writer:
         try:
             pending = writer.pending_chunks()
-            chunks_total = len(writer.chunk_ids())
-            steps = config.schedule.steps
-            total = sum(len(writer.chunk_models(c)) for c in pending) * steps
-            done_before = 0
-
-            def report(done: int, chunks_done: int) -> None:
-                if progress is not None:
-                    progress(BuildProgress(done, total, chunks_done, chunks_total, time.perf_counter() - start))
-
             if pending:
                 runner = (_ProcessPool(arch, task, workers, groups_per_chunk) if workers > 1
                           else _InProcess(arch, task))
-            for i, chunk in enumerate(pending):
-                models = list(writer.chunk_models(chunk))
-                chunks_done = chunks_total - len(pending) + i
-                arrays = train_chunk(config, arch, task, models, split, tasks, group_size, runner,
-                                     on_steps=lambda n, _d=done_before, _c=chunks_done: report(_d + n, _c))
-                writer.commit_chunk(chunk, arrays)
-                done_before += len(models) * steps
-                report(done_before, chunks_done + 1)
+            train = functools.partial(train_chunk, config, arch, task, split=split, tasks=tasks,
+                                      group_size=group_size, runner=runner)
+            _commit_chunks(writer, pending, train, config.schedule.steps, progress, start)
         except BaseException:
             if runner is not None:
                 runner.close(terminate=True)
@@ -480,3 +457,41 @@ def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
         if shard is not None:
             return None
         return writer.finalize()
+
+
+def _execution(config: ZooConfig, rank: int, world_size: int, workers: int | None, group_size: int | None,
+               threads: int | None) -> tuple[int, int]:
+    """A build's worker processes and models per group, defaults filled in and checked."""
+    if threads is not None:
+        if workers is not None and workers != threads:
+            raise WspaceError("give workers (or its former name threads), not both")
+        workers = threads
+    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
+        raise WspaceError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    on_cpu = str(config.device).startswith("cpu")
+    workers = default_workers(config.device) if workers is None else workers
+    group_size = (CPU_GROUP_SIZE if on_cpu else config.chunk_size) if group_size is None else group_size
+    positive_int.require("workers", workers)
+    positive_int.require("group_size", group_size)
+    return workers, group_size
+
+
+def _commit_chunks(writer: ZooWriter, pending: list[int], train: Callable[..., dict[str, np.ndarray]],
+                   steps: int, progress: Callable[[BuildProgress], None] | None, start: float) -> None:
+    """Train (``train(models, on_steps=...)``) and commit the ``pending`` chunks one after another,
+    reporting progress since ``start``."""
+    chunks_total = len(writer.chunk_ids())
+    total = sum(len(writer.chunk_models(c)) for c in pending) * steps
+    done_before = 0
+
+    def report(done: int, chunks_done: int) -> None:
+        if progress is not None:
+            progress(BuildProgress(done, total, chunks_done, chunks_total, time.perf_counter() - start))
+
+    for i, chunk in enumerate(pending):
+        models = list(writer.chunk_models(chunk))
+        chunks_done = chunks_total - len(pending) + i
+        arrays = train(models, on_steps=lambda n, _d=done_before, _c=chunks_done: report(_d + n, _c))
+        writer.commit_chunk(chunk, arrays)
+        done_before += len(models) * steps
+        report(done_before, chunks_done + 1)

@@ -40,6 +40,9 @@ class PublishedZoo:
     bos_eos: tuple[int, int] | None = None
     #: rollouts (row, rollout) whose BOS the import restores
     restored_bos: int = 0
+    #: column -> (low, high): the values a task or metric column can take; a column not named
+    #: may take any value, and is NaN by design where it is NaN throughout (not in the files)
+    ranges: dict[str, tuple[float, float]] = attrs.field(factory=dict)
 
 
 def expect_shape(array: np.ndarray, name: str, ndim: int, last: int | None = None) -> None:

@@ -66,7 +66,7 @@ def read_published(family_cls, load: LoadFiles) -> PublishedZoo:
         run=np.asarray(nsc[:, 0]), step=np.asarray(nsc[:, 1]),
         task_values={c: np.asarray(tasks[:, i], dtype=np.float64) for i, c in enumerate(columns)},
         metric_values=metrics, settings={"sequence_tokens": T + 1}, files=FILES, atol=1e-2, rtol=2.0 ** -8,
-        bos_eos=(bos, eos), restored_bos=restored)
+        bos_eos=(bos, eos), restored_bos=restored, ranges={"performance": (0.0, 1.0)})
 
 
 def count_overwritten_bos(seq: np.ndarray, bos: int, eos: int, rows_per_block: int = 256) -> int:

@@ -24,6 +24,9 @@ from wspace_core.registry import WspaceError
 #: the files of a published tiled-MNIST zoo; the last two tell it apart
 FILES = ("parameters.npy", "sequences.npy", "logits.npy", "tasks.npy", "num_step.npy", "accuracy_losses.npy")
 MARKERS = ("num_step.npy", "accuracy_losses.npy")
+#: the values the published columns can take (a fraction correct, losses, a weight decay)
+RANGES = {"performance": (0.0, 1.0), "train_loss": (0.0, np.inf), "eval_loss": (0.0, np.inf),
+          "weight_decay": (0.0, np.inf)}
 
 
 def read_published(family_cls, load: LoadFiles) -> PublishedZoo:
@@ -52,4 +55,4 @@ def read_published(family_cls, load: LoadFiles) -> PublishedZoo:
         run=np.asarray(a["num_step.npy"][:, 0]), step=np.asarray(a["num_step.npy"][:, 1]),
         task_values={"angle": np.asarray(tasks[:, 0], dtype=np.float64), "weight_decay": acc[:, 3]},
         metric_values={c: metrics[c] for c in family_cls.metric_columns},
-        settings={}, files=FILES, atol=5e-2, rtol=1e-2)
+        settings={}, files=FILES, atol=5e-2, rtol=1e-2, ranges=RANGES)

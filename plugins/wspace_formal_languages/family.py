@@ -93,12 +93,6 @@ class FormalLanguages(TaskFamily):
     output_kind = "categorical"
     task_columns = ("mb", "mc", "md")
     metric_columns = ("performance", "performance_strict")
-    published_markers = published.MARKERS
-
-    @classmethod
-    def read_published(cls, load: LoadFiles) -> PublishedZoo:
-        """The paper's published zoo (``wspace_formal_languages.published``)."""
-        return published.read_published(cls, load)
 
     def __init__(self, **settings: Any):
         known = [f.name for f in attrs.fields(FormalLanguagesSettings)]
@@ -257,3 +251,11 @@ class FormalLanguages(TaskFamily):
         if self.config.split_rule == "wspace":  # fixed per language; published: decided per zoo (metadata)
             out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
         return out
+
+    #: the paper's published zoos (``wspace zoo import-paper``)
+    published_markers = published.MARKERS
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """The paper's published zoo (``wspace_formal_languages.published``)."""
+        return published.read_published(cls, load)

@@ -136,12 +136,6 @@ class TiledMnist(TaskFamily):
     output_kind = "categorical"
     task_columns = ("angle", "weight_decay")
     metric_columns = ("performance", "train_loss", "eval_loss", "gap")
-    published_markers = published.MARKERS
-
-    @classmethod
-    def read_published(cls, load: LoadFiles) -> PublishedZoo:
-        """The paper's published zoo (``wspace_tiled_mnist.published``)."""
-        return published.read_published(cls, load)
 
     input_size = im.TILE_SIZE  # 16
     output_size = NUM_CLASSES  # 10
@@ -354,3 +348,11 @@ class TiledMnist(TaskFamily):
             inputs.append(x)
             outputs.append(torch.log_softmax(logits, dim=-1))
         return torch.cat(inputs, dim=1), torch.cat(outputs, dim=1)
+
+    #: the paper's published zoos (``wspace zoo import-paper``)
+    published_markers = published.MARKERS
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """The paper's published zoo (``wspace_tiled_mnist.published``)."""
+        return published.read_published(cls, load)

@@ -53,6 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -224,61 +225,87 @@ def _reference_worker(reference_dir: str, models: int, seed: int, settings: dict
     reference.load(reference_dir)
     fl = reference.module("dataset_creation_formal_language")
     rnn_models = reference.module("modules_rnn_models")
-    import numpy as np
-
     torch.manual_seed(seed)
-    steps, snapshot_steps, batch_size = settings["steps"], settings["snapshot_steps"], settings["batch_size"]
-    append = fl.NpyAppendArray is not None
-    out = Path(out_dir)
     barrier.wait()
     cpu0, start = time.process_time(), time.perf_counter()
-    storage = ({name: fl.NpyAppendArray(str(out / f"{name}.npy"), delete_if_exists=True)
-                for name in ("sequences", "logits", "parameters", "num_step_correct", "tasks")} if append else None)
+    storage = _ReferenceStorage(fl, Path(out_dir))
     for n in range(models):
-        task = [0] + torch.randint(low=-3, high=3, size=(3,)).tolist()
-        language = fl.RelativeOccurrenceLanguage(occurrence_differences=task, sequence_length=settings["tokens"],
-                                                 max_n=settings["max_n"], device="cpu")
-        rnn = rnn_models.RNNFast(hidden_size=settings["hidden"], input_size=language.total_tokens,
-                                 output_size=language.total_tokens, num_layers=settings["layers"], input_batch=True)
-        optimizer = torch.optim.AdamW(rnn.parameters(), lr=0.01, weight_decay=settings["weight_decay"])
-        schedule = rnn_models.PiecewiseLinearSchedule(timesteps=[s for s, _ in settings["lr_points"]],
-                                                      values=[v for _, v in settings["lr_points"]])
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(0)
-        kept = {name: [] for name in ("sequences", "logits", "parameters", "num_step_correct", "tasks")}
-        for step in range(steps + 1):
-            sequence, probabilities = language(batch_size)
-            input_sequence = torch.nn.functional.one_hot(sequence[:, :-1], language.total_tokens).float()
-            labels = sequence[:, 1:]
-            output, _ = rnn(input_sequence)
-            loss = torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), labels.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(step)
-            if step in snapshot_steps:
-                num_correct, _, _, _ = fl.evaluate_rnn(rnn, language, settings["eval_strings"], one_hot_input=True,
-                                                       device="cpu", max_sequence_length=settings["tokens"])
-                _, sequences, logits, _ = fl.evaluate_rnn(rnn, language, settings["rollouts"], one_hot_input=True,
-                                                          device="cpu", max_sequence_length=settings["tokens"])
-                rows = {"sequences": sequences.to(torch.int16).unsqueeze(0).numpy(),
-                        "logits": logits.to(torch.float16).unsqueeze(0).numpy(),
-                        "parameters": torch.cat([p.detach().flatten() for p in rnn.parameters()]).unsqueeze(0).numpy(),
-                        "num_step_correct": np.array([n, step, num_correct]).reshape(1, -1),
-                        "tasks": np.array(task).reshape(1, -1)}
-                for name, row in rows.items():
-                    if append:
-                        storage[name].append(row)
-                    else:
-                        kept[name].append(row)
-        if not append:
-            for name, rows_kept in kept.items():
-                np.save(out / f"{name}_{n}.npy", np.concatenate(rows_kept))
-    if append:
-        for array in storage.values():
+        _reference_network(fl, rnn_models, n, settings, storage)
+        storage.end_network(n)
+    storage.close()
+    results.put((models * (settings["steps"] + 1), time.perf_counter() - start, time.process_time() - cpu0))
+
+
+#: the arrays the published loop stores at every snapshot
+_REFERENCE_ARRAYS = ("sequences", "logits", "parameters", "num_step_correct", "tasks")
+
+
+class _ReferenceStorage:
+    """The published loop's storage: every snapshot appended to one .npy per array
+    (``NpyAppendArray``), or, where that package is missing, kept and saved per network."""
+
+    def __init__(self, fl, out: Path):
+        self.out, self.append = out, fl.NpyAppendArray is not None
+        self.files = ({name: fl.NpyAppendArray(str(out / f"{name}.npy"), delete_if_exists=True)
+                       for name in _REFERENCE_ARRAYS} if self.append else {})
+        self.kept: dict[str, list] = {name: [] for name in _REFERENCE_ARRAYS}
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        for name, row in rows.items():
+            if self.append:
+                self.files[name].append(row)
+            else:
+                self.kept[name].append(row)
+
+    def end_network(self, n: int) -> None:
+        if not self.append:
+            for name, rows_kept in self.kept.items():
+                np.save(self.out / f"{name}_{n}.npy", np.concatenate(rows_kept))
+            self.kept = {name: [] for name in _REFERENCE_ARRAYS}
+
+    def close(self) -> None:
+        for array in self.files.values():
             array.close()
-    results.put((models * (steps + 1), time.perf_counter() - start, time.process_time() - cpu0))
+
+
+def _reference_network(fl, rnn_models, n: int, settings: dict, storage: _ReferenceStorage) -> None:
+    """Network ``n`` of the published loop: its language, training and snapshots."""
+    task = [0] + torch.randint(low=-3, high=3, size=(3,)).tolist()
+    language = fl.RelativeOccurrenceLanguage(occurrence_differences=task, sequence_length=settings["tokens"],
+                                             max_n=settings["max_n"], device="cpu")
+    rnn = rnn_models.RNNFast(hidden_size=settings["hidden"], input_size=language.total_tokens,
+                             output_size=language.total_tokens, num_layers=settings["layers"], input_batch=True)
+    optimizer = torch.optim.AdamW(rnn.parameters(), lr=0.01, weight_decay=settings["weight_decay"])
+    schedule = rnn_models.PiecewiseLinearSchedule(timesteps=[s for s, _ in settings["lr_points"]],
+                                                  values=[v for _, v in settings["lr_points"]])
+    for group in optimizer.param_groups:
+        group["lr"] = schedule(0)
+    for step in range(settings["steps"] + 1):
+        sequence, probabilities = language(settings["batch_size"])
+        input_sequence = torch.nn.functional.one_hot(sequence[:, :-1], language.total_tokens).float()
+        labels = sequence[:, 1:]
+        output, _ = rnn(input_sequence)
+        loss = torch.nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), labels.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(step)
+        if step in settings["snapshot_steps"]:
+            storage.add(_reference_snapshot(fl, rnn, language, n, step, task, settings))
+
+
+def _reference_snapshot(fl, rnn, language, n: int, step: int, task: list[int], settings: dict) -> dict:
+    """The published loop's stored rows of one snapshot: evaluation, rollouts, weights."""
+    num_correct, _, _, _ = fl.evaluate_rnn(rnn, language, settings["eval_strings"], one_hot_input=True,
+                                           device="cpu", max_sequence_length=settings["tokens"])
+    _, sequences, logits, _ = fl.evaluate_rnn(rnn, language, settings["rollouts"], one_hot_input=True,
+                                              device="cpu", max_sequence_length=settings["tokens"])
+    return {"sequences": sequences.to(torch.int16).unsqueeze(0).numpy(),
+            "logits": logits.to(torch.float16).unsqueeze(0).numpy(),
+            "parameters": torch.cat([p.detach().flatten() for p in rnn.parameters()]).unsqueeze(0).numpy(),
+            "num_step_correct": np.array([n, step, num_correct]).reshape(1, -1),
+            "tasks": np.array(task).reshape(1, -1)}
 
 
 def time_reference_loop(reference_dir: str, config, processes: int, loop_models: int) -> dict:
@@ -405,9 +432,28 @@ def _machine(cores: int) -> dict:
 
 
 def main(argv=None) -> dict:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("processes", "group_size", "models", "loop_models", "steps", "rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.end_to_end:
+        args.rounds = args.rounds or 1
+        results = run_end_to_end(args, cores)
+    else:
+        args.rounds = args.rounds or 3
+        results = run_training_steps(args, cores)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+def _parser() -> argparse.ArgumentParser:
     from wspace.zoo.build import CPU_GROUP_SIZE, default_workers
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[16, 64, 256], help="models per chunk")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per method and round")
@@ -425,19 +471,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--loop-models", type=int, default=2,
                         help="--end-to-end: networks each published-loop process trains (default 2)")
     parser.add_argument("--reference", help="--end-to-end: checkout of the published implementation")
-    args = parser.parse_args(argv)
-    for name in ("processes", "group_size", "models", "loop_models", "steps", "rounds"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.end_to_end:
-        args.rounds = args.rounds or 1
-        results = run_end_to_end(args, cores)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=2)
-        return results
-    args.rounds = args.rounds or 3
+    return parser
+
+
+def run_training_steps(args, cores: int) -> dict:
+    """One training step of K networks by each method, for every K of ``args.ks``, best of
+    ``args.rounds`` interleaved rounds."""
     P, g = args.processes, args.group_size
     flops = matmul_flops_per_model_step()
     methods = {
@@ -446,9 +485,7 @@ def main(argv=None) -> dict:
         "loop_1proc": lambda k: in_process("loop", k, args.seconds, g),
         f"loop_{P}proc": lambda k: in_processes("loop", k, P, args.seconds, g),
     }
-    results = {"machine": {"cores": cores, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                           "processor": platform.processor() or platform.machine(),
-                           "load_average_before": os.getloadavg()},
+    results = {"machine": _machine(cores),
                "shape": {"input": I, "hidden": H, "layers": LAYERS, "output": O, "batch": B, "steps": T},
                "matmul_flops_per_model_step": flops, "ceiling_gflops": CEILING_GFLOPS,
                "seconds": args.seconds, "rounds": args.rounds, "results": {}}
@@ -468,9 +505,6 @@ def main(argv=None) -> dict:
             for name, r in rates.items()}
     results["machine"]["load_average_after"] = os.getloadavg()
     _print_table(results, list(methods))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
     return results
 
 

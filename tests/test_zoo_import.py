@@ -317,3 +317,45 @@ def test_negative_size_in_a_header_is_named_not_counted(tmp_path):
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (-9, 1142)})
     message = _refused(_import_cli(tmp_path), "parameters.npy has a negative size in its header shape (-9, 1142)")
     assert "needs -" not in message
+
+
+def test_a_plugin_family_reads_its_own_published_zoo(tmp_path, register_plugin, plugin_namespace):
+    """The importer names no family: a registered family that declares its marker files and a
+    reader is told from its files and imported, like the bundled ones."""
+    import attrs
+
+    from wspace_core.hookspecs import hookimpl
+
+    tiled_mnist = plugins.task_families().get("tiled_mnist")
+
+    class RenamedMnist(tiled_mnist):  # the tiled-MNIST layout with num_step.npy named run_steps.npy
+        name = "renamed_mnist"
+        published_markers = ("run_steps.npy",)
+
+        @classmethod
+        def read_published(cls, load):
+            def renamed(names):
+                arrays = load(["run_steps.npy" if n == "num_step.npy" else n for n in names])
+                return {("num_step.npy" if n == "run_steps.npy" else n): a for n, a in arrays.items()}
+            data = super().read_published(renamed)
+            return attrs.evolve(data, files=tuple("run_steps.npy" if f == "num_step.npy" else f
+                                                  for f in data.files))
+
+    @hookimpl
+    def register_task_families(register):
+        register("renamed_mnist", RenamedMnist)
+
+    plugin_namespace.register_task_families = register_task_families
+    register_plugin(plugin_namespace, "renamed_mnist_plugin")
+    src = make_tiled_mnist(tmp_path / "published")
+    (tmp_path / "published" / "num_step.npy").rename(tmp_path / "published" / "run_steps.npy")
+    zoo = import_paper(tmp_path / "published", tmp_path / "zoo")
+    assert zoo.manifest["task"]["name"] == "renamed_mnist"
+    assert "run_steps.npy" in zoo.manifest["build"]["source_sha256"]
+    np.testing.assert_array_equal(zoo.weights, src["parameters.npy"])
+    np.testing.assert_array_equal(zoo.metadata["angle"], src["tasks.npy"][:, 0])
+    # a folder that holds no family's markers: the error lists every registered family's
+    (tmp_path / "neither").mkdir()
+    with pytest.raises(WspaceError, match=r"renamed_mnist: run_steps\.npy.*give --task formal_languages or "
+                                          r"renamed_mnist or tiled_mnist"):
+        import_paper(tmp_path / "neither", tmp_path / "z")

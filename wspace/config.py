@@ -5,7 +5,6 @@ Resolution order (later wins): preset -> TOML file -> command-line flags.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,10 @@ import attrs
 
 from wspace_core.registry import WspaceError
 from wspace.validation import check_seed_field
+from wspace_core.validators import (
+    non_negative_int as _non_negative_int, non_negative_number as _non_negative_float, one_of as _one_of,
+    positive_int as _positive_int, positive_number as _positive_float,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,21 +24,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRESETS = ("smoke", "quick", "paper")
-
-
-def _positive_int(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
-
-
-def _positive_float(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
-        raise WspaceError(f"{attribute.name} must be a positive (finite) number, got {value!r}")
-
-
-def _non_negative_float(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise WspaceError(f"{attribute.name} must be a non-negative number, got {value!r}")
 
 
 #: device types wspace runs on; ``torch.device`` parses more (meta, xpu, ...), which fail late
@@ -75,21 +63,9 @@ def _preset(instance, attribute, value):
         raise WspaceError(f"unknown preset {value!r}; presets: {', '.join(PRESETS)}")
 
 
-def _non_negative_int(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise WspaceError(f"{attribute.name} must be a non-negative integer, got {value!r}")
-
-
 def _boolean(instance, attribute, value):
     if not isinstance(value, bool):
         raise WspaceError(f"{attribute.name} must be true or false, got {value!r}")
-
-
-def _one_of(*choices: str):
-    def check(instance, attribute, value):
-        if value not in choices:
-            raise WspaceError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
-    return check
 
 
 #: how gradient clipping applies: to the encoder and the emulator each on its own (the published

@@ -15,24 +15,20 @@ import torch
 
 from wspace_core.registry import WspaceError
 from wspace_core.symmetry import SymmetrySpec
+from wspace_core.validators import positive_int
 
 Params = dict[str, torch.Tensor]  # name -> (M, *shape)
 State = Any  # architecture-defined pytree of tensors with leading (M, B)
-
-
-def _positive(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
 @attrs.frozen
 class Sizes:
     """Sizes of one network: input, hidden, output widths and the number of recurrent layers."""
 
-    input_size: int = attrs.field(validator=_positive)
-    hidden_size: int = attrs.field(validator=_positive)
-    output_size: int = attrs.field(validator=_positive)
-    num_layers: int = attrs.field(default=1, validator=_positive)
+    input_size: int = attrs.field(validator=positive_int)
+    hidden_size: int = attrs.field(validator=positive_int)
+    output_size: int = attrs.field(validator=positive_int)
+    num_layers: int = attrs.field(default=1, validator=positive_int)
 
 
 @attrs.frozen

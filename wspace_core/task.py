@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from wspace_core.architecture import Architecture, Params
+from wspace_core.published import LoadFiles, PublishedZoo
+from wspace_core.registry import WspaceError
 
 SPLITS = ("train", "validation", "ood")
 
@@ -177,3 +179,16 @@ class TaskFamily(ABC):
                 "output_size": self.output_size, "sequence_length": self.sequence_length,
                 "input_kind": self.input_kind, "output_kind": self.output_kind,
                 "task_columns": list(self.task_columns), "metric_columns": list(self.metric_columns)}
+
+    # ---- published zoos (``wspace zoo import-paper``) -------------------------------------------
+
+    #: the files that tell a published zoo of this family apart from other families' (the import
+    #: reads the family from them when none is given); empty: the family has no published zoos
+    published_markers: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """Read a published zoo of this family: ``load(names)`` memory-maps the named files of
+        its folder (checked; missing files and files that disagree on the row count are
+        refused). Families with ``published_markers`` implement it."""
+        raise WspaceError(f"task family {cls.name!r} reads no published zoo")

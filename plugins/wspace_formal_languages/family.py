@@ -26,8 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from wspace_core.architecture import Architecture, Params
+from wspace_core.published import LoadFiles, PublishedZoo
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec, TaskFamily
+from wspace_core.validators import Check, int_at_least, number_in, one_of, positive_int
+from wspace_formal_languages import published
 from wspace_formal_languages.language import (
     BOS, EOS, NUM_SYMBOLS, OFFSET_VALUES, Language, accepts, accepts_counts, all_languages, generate_strings,
     language_index, min_n,
@@ -45,29 +48,17 @@ _LARGEST_MIN_N = -min(OFFSET_VALUES)
 _MIN_SEQUENCE_TOKENS = max(4 * min_n(*lang) + sum(lang) for lang in all_languages()) + 2
 
 
-def _int_at_least(lowest: int, why: str):
-    def check(instance, attribute, value):
-        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-            raise WspaceError(f"formal_languages setting {attribute.name} must be an integer ≥ {lowest} "
-                              f"({why}); got {value!r}")
-    return check
+def _int_at_least(lowest: int, why: str) -> Check:
+    return int_at_least(lowest, f"formal_languages setting {{name}} must be an integer ≥ {{lowest}} ({why}); "
+                                f"got {{value!r}}")
 
 
 def _int_to_float(value):
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _one_of(choices):
-    def check(instance, attribute, value):
-        if value not in choices:
-            raise WspaceError(f"formal_languages setting {attribute.name} must be one of {', '.join(choices)}; "
-                              f"got {value!r}")
-    return check
-
-
-def _fraction(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise WspaceError(f"formal_languages setting {attribute.name} must be a number in [0, 1); got {value!r}")
+_fraction = number_in(0, 1, "formal_languages setting {name} must be a number in [0, 1); got {value!r}",
+                      low_closed=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -84,7 +75,8 @@ class FormalLanguagesSettings:
         _MIN_SEQUENCE_TOKENS, "the shortest string of every language must fit with BOS and EOS"))
     #: "published": splits by task over the zoo's languages, ranked by letter-count entropy (the
     #: published code); "wspace": the settings below
-    split_rule: str = attrs.field(default="published", validator=_one_of(SPLIT_RULES))
+    split_rule: str = attrs.field(default="published", validator=one_of(
+        *SPLIT_RULES, message="formal_languages setting {name} must be one of {choices}; got {value!r}"))
     #: split_rule=wspace: languages with |mb|+|mc|+|md| ≤ this are the OOD split (−1: no OOD split)
     ood_max_abs_sum: int = attrs.field(default=1, validator=_int_at_least(-1, "−1 turns the OOD split off"))
     #: split_rule=wspace: fraction of the non-OOD languages held out for validation
@@ -240,8 +232,7 @@ class FormalLanguages(TaskFamily):
         """inputs (M, N, T) long tokens fed to the network (BOS, then its own samples) and
         outputs (M, N, T, 6) its log-softmax at every step."""
         self._check(tasks, generators)
-        if not isinstance(num_rollouts, int) or num_rollouts < 1:
-            raise WspaceError(f"num_rollouts must be a positive integer, got {num_rollouts!r}")
+        positive_int.require("num_rollouts", num_rollouts)
         strings, log_probs = sample_strings(arch, params, num_rollouts, self.sequence_length,
                                             generators, keep_log_probs=True)
         bos = torch.full_like(strings[..., :1], BOS)
@@ -262,3 +253,11 @@ class FormalLanguages(TaskFamily):
         if self.config.split_rule == "wspace":  # fixed per language; published: decided per zoo (metadata)
             out["splits"] = {split: [list(lang) for lang in langs] for split, langs in self._splits.items()}
         return out
+
+    #: the paper's published zoos (``wspace zoo import-paper``)
+    published_markers = published.MARKERS
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """The paper's published zoo (``wspace_formal_languages.published``)."""
+        return published.read_published(cls, load)

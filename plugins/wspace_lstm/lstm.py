@@ -17,12 +17,6 @@ from wspace_lstm.sequence import lstm_sequence
 GATES = 4  # i, f, g, o
 
 
-def fast_tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh via sigmoid (identical up to float rounding). Kept for callers; out of place it is
-    no faster than torch.tanh (the temporaries cost what the cheaper sigmoid saves)."""
-    return torch.sigmoid(2 * x) * 2 - 1
-
-
 class LSTM(Architecture):
     """Stacked LSTM + linear read-out, any number of layers (gate order i, f, g, o)."""
 

@@ -74,10 +74,22 @@ CONTINUOUS_REPORT = (
 
 
 class CategoricalObjective(Objective):
-    """Base of the categorical objectives: they report ``CATEGORICAL_REPORT``."""
+    """Base of the categorical objectives: the emulator's logits and the network's normalised
+    log-probabilities, compared per step by ``per_step``, averaged per network over the steps
+    that count. They report ``CATEGORICAL_REPORT``."""
 
     output_kind = "categorical"
     report_metrics = CATEGORICAL_REPORT
+
+    def forward(self, pred, target, mask=None):
+        dtype = _compute_dtype(pred)
+        logits = pred.to(dtype)  # (M, N, T, O) emulator
+        log_p = network_log_probs(target, mask, dtype)  # (M, N, T, O) network
+        return _per_network(self.per_step(logits, log_p), mask)
+
+    def per_step(self, logits: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+        """(M, N, T, O) emulator logits and network log-probabilities -> (M, N, T) the loss."""
+        raise NotImplementedError
 
 
 class ReverseKL(CategoricalObjective):
@@ -88,12 +100,9 @@ class ReverseKL(CategoricalObjective):
     def over_classes(terms: torch.Tensor) -> torch.Tensor:
         return terms.sum(-1)
 
-    def forward(self, pred, target, mask=None):
-        dtype = _compute_dtype(pred)
-        log_q = torch.log_softmax(pred.to(dtype), dim=-1)  # (M, N, T, O)
-        log_p = network_log_probs(target, mask, dtype)
-        kl = self.over_classes(log_q.exp() * (log_q - log_p))  # (M, N, T)
-        return _per_network(kl, mask)
+    def per_step(self, logits, log_p):
+        log_q = torch.log_softmax(logits, dim=-1)
+        return self.over_classes(log_q.exp() * (log_q - log_p))
 
 
 class ReverseKLClassMean(ReverseKL):
@@ -109,23 +118,15 @@ class TotalVariation(CategoricalObjective):
     """Total variation distance ½ Σ|q − p| per step, between emulator and network distributions
     (over all steps: the published code's default criterion, and wspace's default)."""
 
-    def forward(self, pred, target, mask=None):
-        dtype = _compute_dtype(pred)
-        q = torch.softmax(pred.to(dtype), dim=-1)
-        p = network_log_probs(target, mask, dtype).exp()
-        tv = 0.5 * (q - p).abs().sum(-1)  # (M, N, T)
-        return _per_network(tv, mask)
+    def per_step(self, logits, log_p):
+        return 0.5 * (torch.softmax(logits, dim=-1) - log_p.exp()).abs().sum(-1)
 
 
 class CrossEntropy(CategoricalObjective):
     """Cross-entropy −Σ p log q per step: the emulator q fitted to the network's soft labels p."""
 
-    def forward(self, pred, target, mask=None):
-        dtype = _compute_dtype(pred)
-        log_q = torch.log_softmax(pred.to(dtype), dim=-1)
-        p = network_log_probs(target, mask, dtype).exp()
-        ce = -(p * log_q).sum(-1)  # (M, N, T)
-        return _per_network(ce, mask)
+    def per_step(self, logits, log_p):
+        return -(log_p.exp() * torch.log_softmax(logits, dim=-1)).sum(-1)
 
 
 class MeanSquaredError(Objective):

@@ -27,8 +27,11 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from wspace_core.architecture import Architecture, Params
+from wspace_core.published import LoadFiles, PublishedZoo
 from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec, TaskFamily, TrainingSchedule
+from wspace_core.validators import int_at_least, number_in, one_of
+from wspace_tiled_mnist import published
 from wspace_tiled_mnist import images as im
 from wspace_tiled_mnist.data import MnistTrain, load_train
 from wspace_tiled_mnist.splits import (
@@ -50,27 +53,9 @@ MNIST_TRAIN_SIZE = 60_000
 _LOCAL = {"fingerprint": False}
 
 
-def _positive_int(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WspaceError(f"tiled_mnist setting {attribute.name} must be a positive integer, got {value!r}")
-
-
-def _fraction(instance, attribute, value):
-    if not 0.0 < value < 1.0:
-        raise WspaceError(f"tiled_mnist setting {attribute.name} must lie strictly between 0 and 1, got {value!r}")
-
-
-def _one_of(choices):
-    def check(instance, attribute, value):
-        if value not in choices:
-            raise WspaceError(f"tiled_mnist setting {attribute.name} must be one of {', '.join(choices)}, "
-                              f"got {value!r}")
-    return check
-
-
-def _optional_positive_int(instance, attribute, value):
-    if value is not None:
-        _positive_int(instance, attribute, value)
+_positive_int = int_at_least(1, "tiled_mnist setting {name} must be a positive integer, got {value!r}")
+_fraction = number_in(0, 1, "tiled_mnist setting {name} must lie strictly between 0 and 1, got {value!r}")
+_ONE_OF = "tiled_mnist setting {name} must be one of {choices}, got {value!r}"
 
 
 def _decays(instance, attribute, value):
@@ -96,13 +81,13 @@ class TiledMnistConfig:
 
     data_root: str | None = attrs.field(default=None, metadata=_LOCAL,
                                         converter=attrs.converters.optional(str))
-    split_rule: str = attrs.field(default="published", validator=_one_of(SPLIT_RULES))
-    digit_split: str = attrs.field(default="published", validator=_one_of(DIGIT_SPLITS))
-    interpolation: str = attrs.field(default="nearest", validator=_one_of(im.INTERPOLATIONS))
-    rollout_digits: str = attrs.field(default="train", validator=_one_of(ROLLOUT_DIGITS))
+    split_rule: str = attrs.field(default="published", validator=one_of(*SPLIT_RULES, message=_ONE_OF))
+    digit_split: str = attrs.field(default="published", validator=one_of(*DIGIT_SPLITS, message=_ONE_OF))
+    interpolation: str = attrs.field(default="nearest", validator=one_of(*im.INTERPOLATIONS, message=_ONE_OF))
+    rollout_digits: str = attrs.field(default="train", validator=one_of(*ROLLOUT_DIGITS, message=_ONE_OF))
     split_seed: int = attrs.field(default=0, validator=attrs.validators.instance_of(int))
     train_fraction: float = attrs.field(default=0.8, converter=float, validator=_fraction)
-    num_eval_images: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    num_eval_images: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive_int))
     eval_chunk_size: int = attrs.field(default=250, validator=_positive_int, metadata=_LOCAL)
     weight_decays: tuple[float, ...] = attrs.field(
         default=(0.0, 0.001, 0.01, 0.1), converter=lambda v: tuple(float(x) for x in v), validator=_decays)
@@ -365,3 +350,11 @@ class TiledMnist(TaskFamily):
             inputs.append(x)
             outputs.append(torch.log_softmax(logits, dim=-1))
         return torch.cat(inputs, dim=1), torch.cat(outputs, dim=1)
+
+    #: the paper's published zoos (``wspace zoo import-paper``)
+    published_markers = published.MARKERS
+
+    @classmethod
+    def read_published(cls, load: LoadFiles) -> PublishedZoo:
+        """The paper's published zoo (``wspace_tiled_mnist.published``)."""
+        return published.read_published(cls, load)

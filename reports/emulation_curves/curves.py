@@ -33,7 +33,8 @@ import torch
 
 from wspace.config import PRETRAIN_PRESETS, PretrainConfig
 from wspace.experiment.run import emulation_fidelity, pearson
-from wspace.training.pretrain import PretrainResult, load_checkpoint, pretrain
+from wspace.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from wspace.training.pretrain import PretrainResult, pretrain
 from wspace.zoo.store import Zoo
 
 
@@ -74,7 +75,7 @@ def curve(zoo: Zoo, encoder: str, config: PretrainConfig, steps: int, every: int
             result = pretrain(zoo, encoder, segment, preset=preset, seed=0, checkpoint_dir=Path(ckpt),
                               resume=stop > every)
             wall += result.seconds
-            state = load_checkpoint(Path(ckpt) / "checkpoint.pt")  # the current weights, not the best
+            state = load_checkpoint(Path(ckpt) / CHECKPOINT_FILE)  # the current weights, not the best
             result.encoder.load_state_dict(state["encoder"])
             result.emulator.load_state_dict(state["emulator"])
             last = state["history"][-1]

@@ -16,6 +16,7 @@ so the zoo depends on neither the group size nor the number of workers.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -34,6 +35,8 @@ from wspace_core.architecture import Architecture, Sizes
 from wspace.config import check_device
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily, TrainingSchedule
+from wspace_core.validators import non_negative_int, positive_int
+from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
 
@@ -46,11 +49,6 @@ PROGRESS_INTERVAL_S = 0.5
 #: models per batched group on CPU: small enough that a step's tensors stay in cache (measured
 #: fastest per core among 8, 16, 32, 64 for the 2-layer hidden-32 LSTM; benchmarks/zoo_build.py)
 CPU_GROUP_SIZE = 16
-
-
-def _positive(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
 def _fractions(instance, attribute, value):
@@ -85,23 +83,22 @@ class ZooConfig:
     task: str
     arch: str = "lstm"
     task_settings: dict[str, Any] = attrs.field(factory=dict)
-    hidden_size: int = attrs.field(default=32, validator=_positive)
-    num_layers: int = attrs.field(default=2, validator=_positive)
-    num_models: int = attrs.field(default=96, validator=_positive)
-    chunk_size: int = attrs.field(default=96, validator=_positive)
+    hidden_size: int = attrs.field(default=32, validator=positive_int)
+    num_layers: int = attrs.field(default=2, validator=positive_int)
+    num_models: int = attrs.field(default=96, validator=positive_int)
+    chunk_size: int = attrs.field(default=96, validator=positive_int)
     schedule: TrainingSchedule = attrs.field(
         factory=lambda: TrainingSchedule(steps=PAPER_STEPS, snapshot_steps=PAPER_SNAPSHOTS),
         validator=_schedule)
-    num_rollouts: int = attrs.field(default=100, validator=_positive)
+    num_rollouts: int = attrs.field(default=100, validator=positive_int)
     seed: int = attrs.field(default=0)
     split_fractions: tuple[float, float, float] = attrs.field(default=(0.7, 0.15, 0.15), converter=tuple,
                                                               validator=_fractions)
     device: str = attrs.field(default="cpu", validator=check_device)
-    data_block: int = attrs.field(default=10, validator=_positive)
+    data_block: int = attrs.field(default=10, validator=positive_int)
 
     def __attrs_post_init__(self):
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise WspaceError(f"seed must be a non-negative integer, got {self.seed!r}")
+        non_negative_int.require("seed", self.seed)
         if self.chunk_size > self.num_models:
             raise WspaceError(f"chunk_size ({self.chunk_size}) cannot exceed num_models ({self.num_models}); "
                               f"lower chunk_size")
@@ -122,8 +119,7 @@ def scaled_schedule(steps: int, batch_size: int = 32, weight_decay: float = 1e-4
     """The paper's schedule scaled to ``steps``: its 9 snapshot steps and its learning-rate
     points (0.01 → 0.003 at half → 0.0003 at the end) at the same fractions of training
     (snapshots that round onto the same step merge)."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise WspaceError(f"steps must be a positive integer, got {steps!r}")
+    positive_int.require("steps", steps)
     snaps = sorted({round(s * steps / PAPER_STEPS) for s in PAPER_SNAPSHOTS})
     lr, last = [], -1
     for s, v in PAPER_LR_POINTS:
@@ -251,7 +247,7 @@ def manifest_base(config: ZooConfig, arch: Architecture, task: TaskFamily) -> di
         "architecture": arch.describe(), "task": task.describe(),
         "build": attrs.asdict(config), "snapshot_steps": list(config.schedule.snapshot_steps),
         "num_models": config.num_models,
-        "metadata_columns": ["model", "snapshot", "step", "split", *task.task_columns, *task.metric_columns],
+        "metadata_columns": metadata_columns(task),
     }
 
 
@@ -261,10 +257,6 @@ def default_workers(device: str) -> int:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, 8))
-
-
-#: former name of default_workers
-default_threads = default_workers
 
 
 # ---- running groups: in this process, or in worker processes -----------------------------------
@@ -438,18 +430,7 @@ def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
 
     Worker processes are spawned: a script that calls this at import time needs the usual
     ``if __name__ == "__main__":`` guard (or ``workers=1``)."""
-    if threads is not None:
-        if workers is not None and workers != threads:
-            raise WspaceError("give workers (or its former name threads), not both")
-        workers = threads
-    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
-        raise WspaceError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
-    on_cpu = str(config.device).startswith("cpu")
-    workers = default_workers(config.device) if workers is None else workers
-    group_size = (CPU_GROUP_SIZE if on_cpu else config.chunk_size) if group_size is None else group_size
-    for name, value in (("workers", workers), ("group_size", group_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise WspaceError(f"{name} must be a positive integer, got {value!r}")
+    workers, group_size = _execution(config, rank, world_size, workers, group_size, threads)
     task = task_for(config)
     arch = architecture_for(config, task)
     split, tasks = assign_tasks(task, config)
@@ -461,26 +442,12 @@ def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
     with ZooWriter.create(out, manifest_base(config, arch, task), resume=resume, shard=shard) as writer:
         try:
             pending = writer.pending_chunks()
-            chunks_total = len(writer.chunk_ids())
-            steps = config.schedule.steps
-            total = sum(len(writer.chunk_models(c)) for c in pending) * steps
-            done_before = 0
-
-            def report(done: int, chunks_done: int) -> None:
-                if progress is not None:
-                    progress(BuildProgress(done, total, chunks_done, chunks_total, time.perf_counter() - start))
-
             if pending:
                 runner = (_ProcessPool(arch, task, workers, groups_per_chunk) if workers > 1
                           else _InProcess(arch, task))
-            for i, chunk in enumerate(pending):
-                models = list(writer.chunk_models(chunk))
-                chunks_done = chunks_total - len(pending) + i
-                arrays = train_chunk(config, arch, task, models, split, tasks, group_size, runner,
-                                     on_steps=lambda n, _d=done_before, _c=chunks_done: report(_d + n, _c))
-                writer.commit_chunk(chunk, arrays)
-                done_before += len(models) * steps
-                report(done_before, chunks_done + 1)
+            train = functools.partial(train_chunk, config, arch, task, split=split, tasks=tasks,
+                                      group_size=group_size, runner=runner)
+            _commit_chunks(writer, pending, train, config.schedule.steps, progress, start)
         except BaseException:
             if runner is not None:
                 runner.close(terminate=True)
@@ -490,3 +457,41 @@ def build_zoo(config: ZooConfig, out: str | Path, resume: bool = False,
         if shard is not None:
             return None
         return writer.finalize()
+
+
+def _execution(config: ZooConfig, rank: int, world_size: int, workers: int | None, group_size: int | None,
+               threads: int | None) -> tuple[int, int]:
+    """A build's worker processes and models per group, defaults filled in and checked."""
+    if threads is not None:
+        if workers is not None and workers != threads:
+            raise WspaceError("give workers (or its former name threads), not both")
+        workers = threads
+    if not (isinstance(world_size, int) and isinstance(rank, int) and 0 <= rank < world_size):
+        raise WspaceError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+    on_cpu = str(config.device).startswith("cpu")
+    workers = default_workers(config.device) if workers is None else workers
+    group_size = (CPU_GROUP_SIZE if on_cpu else config.chunk_size) if group_size is None else group_size
+    positive_int.require("workers", workers)
+    positive_int.require("group_size", group_size)
+    return workers, group_size
+
+
+def _commit_chunks(writer: ZooWriter, pending: list[int], train: Callable[..., dict[str, np.ndarray]],
+                   steps: int, progress: Callable[[BuildProgress], None] | None, start: float) -> None:
+    """Train (``train(models, on_steps=...)``) and commit the ``pending`` chunks one after another,
+    reporting progress since ``start``."""
+    chunks_total = len(writer.chunk_ids())
+    total = sum(len(writer.chunk_models(c)) for c in pending) * steps
+    done_before = 0
+
+    def report(done: int, chunks_done: int) -> None:
+        if progress is not None:
+            progress(BuildProgress(done, total, chunks_done, chunks_total, time.perf_counter() - start))
+
+    for i, chunk in enumerate(pending):
+        models = list(writer.chunk_models(chunk))
+        chunks_done = chunks_total - len(pending) + i
+        arrays = train(models, on_steps=lambda n, _d=done_before, _c=chunks_done: report(_d + n, _c))
+        writer.commit_chunk(chunk, arrays)
+        done_before += len(models) * steps
+        report(done_before, chunks_done + 1)

@@ -101,15 +101,12 @@ def check_metadata(table: np.ndarray, manifest: dict, where: str, fix: str, firs
 
 # ---- published zoos of the paper ------------------------------------------------------------------
 
-#: metric columns of the published zoos and the values they can take
-_METRIC_RANGES = {"performance": (0.0, 1.0), "train_loss": (0.0, np.inf), "eval_loss": (0.0, np.inf)}
-_TASK_RANGES = {"weight_decay": (0.0, np.inf)}
-
 
 def check_published(data: Any, family: Any) -> None:
-    """Refuse a published zoo (``paper_import.PaperData``) that would crash the import or give a
-    zoo of wrong values: no rows, token ids outside the family's symbols, metric values out of
-    their range (a fraction correct outside [0, 1], a negative loss), NaN metrics or tasks."""
+    """Refuse a published zoo (``wspace_core.published.PublishedZoo``) that would crash the import
+    or give a zoo of wrong values: no rows, token ids outside the family's symbols, task or metric
+    values out of the ranges its reader declares (a fraction correct outside [0, 1], a negative
+    loss), NaN metrics or tasks."""
     fix = "the published files are damaged or not from the paper's zoo: re-download them"
     rows = data.weights.shape[0]
     if rows == 0:
@@ -131,8 +128,8 @@ def check_published(data: Any, family: Any) -> None:
         if bad.size:
             raise WspaceError(f"sequences.npy holds token ids outside 0..{vocabulary - 1} (the "
                               f"{family.name} family's {vocabulary} symbols) at rows {_listing(bad, name_row)}; {fix}")
-    for kind, values_of, ranges in (("metric", data.metric_values, _METRIC_RANGES),
-                                    ("task", data.task_values, _TASK_RANGES)):
+    ranges = data.ranges
+    for kind, values_of in (("metric", data.metric_values), ("task", data.task_values)):
         for column, values in values_of.items():
             values = np.asarray(values, dtype=np.float64)
             if column not in ranges and np.isnan(values).all():

@@ -198,12 +198,6 @@ def check_npy(path: Path, dtype: str | None = None, shape: list | tuple | None =
     return found_dtype, found_shape
 
 
-def load_npy(path: Path) -> np.ndarray:
-    """Memory-map a checked ``.npy`` file read-only (never unpickles)."""
-    check_npy(path)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
 def safe_file_name(name: Any, where: str) -> str:
     """A manifest's file entry must be a plain file name inside the zoo directory."""
     if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name

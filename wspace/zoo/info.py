@@ -45,50 +45,14 @@ def zoo_info(path: str | os.PathLike) -> dict:
 
 def _zoo_info(path: Path) -> dict:
     manifest = read_manifest(path)
-    complete = manifest["status"] == "complete"
-    columns = manifest["metadata_columns"]
     S = manifest["rows_per_model"]
-    shapes: dict[str, list] = {}
-    if complete:
-        entries = manifest["arrays"]
-        if "metadata" not in entries:
-            raise WspaceError(f"zoo {path} manifest lists no metadata; re-copy or rebuild the zoo")
-        entry = entries["metadata"]
-        meta_file = inside(path, path / safe_file_name(entry.get("file"), f"{path / MANIFEST_NAME} (array 'metadata')"))
-        check_npy(meta_file, entry.get("dtype"), entry.get("shape"))  # damaged or truncated: a clear error
-        meta = np.load(meta_file, mmap_mode="r", allow_pickle=False)
-        shapes = {n: e["shape"] for n, e in entries.items()}
-        committed = list(range(manifest["num_chunks"]))
-        models_done = manifest["num_models"]
+    if manifest["status"] == "complete":
+        meta, shapes, committed, models_done = _complete_metadata(path, manifest)
     else:
-        parts, committed, models_done = [], [], 0
-        for chunk_id, chunk_dir in chunk_dirs(path).items():
-            if chunk_id >= manifest["num_chunks"]:
-                continue
-            info = read_chunk(chunk_dir, manifest["fingerprint"])
-            parts.append(load_chunk_array(chunk_dir, info, "metadata"))
-            committed.append(chunk_id)
-            models_done += len(chunk_models(chunk_id, manifest["num_models"], manifest["chunk_size"]))
-            if not shapes:
-                shapes = {n: e["shape"] for n, e in info["arrays"].items()}
-        meta = np.concatenate(parts) if parts else np.zeros((0, len(columns)))
+        meta, shapes, committed, models_done = _building_metadata(path, manifest)
     meta = np.asarray(meta)  # (rows done, C)
-    col = {c: meta[:, i] for i, c in enumerate(columns)}
-
+    col = {c: meta[:, i] for i, c in enumerate(manifest["metadata_columns"])}
     first = col["snapshot"] == 0
-    splits = {s: int((col["split"][first] == i).sum()) for i, s in enumerate(SPLITS)}
-    metric = (manifest["task"].get("metric_columns") or [None])[0]
-    performance = None
-    if metric in col:
-        performance = {"metric": metric, "by_split": {}}
-        for i, split in enumerate(["all", *SPLITS]):
-            in_split = np.ones(len(meta), bool) if split == "all" else col["split"] == i - 1
-            if split != "all" and not in_split.any():
-                continue
-            performance["by_split"][split] = [
-                {"snapshot": s, "step": manifest["snapshot_steps"][s],
-                 **_summary(col[metric][in_split & (col["snapshot"] == s)])} for s in range(S)]
-
     weights = shapes.get("weights")
     inputs = shapes.get("rollout_inputs")
     out = {
@@ -110,22 +74,74 @@ def _zoo_info(path: Path) -> dict:
             "rollout_steps": inputs[2] if inputs else None,
             "bytes_on_disk": _disk_bytes(path),
         },
-        "splits": splits,
-        "performance": performance,
+        "splits": {s: int((col["split"][first] == i).sum()) for i, s in enumerate(SPLITS)},
+        "performance": _performance(manifest, col),
         "committed_chunk_ids": _ranges(committed),
         "created": manifest.get("created"),
-        "locks": [],
+        "locks": _locks(path),
     }
     build = manifest.get("build") or {}
     if build.get("source") == "published":
         out["source"] = {"published": manifest.get("imported_from"),
                          "restored_bos_rollouts": build.get("restored_bos_rollouts")}
+    return out
+
+
+def _complete_metadata(path: Path, manifest: dict) -> tuple[np.ndarray, dict, list[int], int]:
+    """A complete zoo's (memory-mapped) metadata, array shapes, chunk ids and model count."""
+    entries = manifest["arrays"]
+    if "metadata" not in entries:
+        raise WspaceError(f"zoo {path} manifest lists no metadata; re-copy or rebuild the zoo")
+    entry = entries["metadata"]
+    meta_file = inside(path, path / safe_file_name(entry.get("file"), f"{path / MANIFEST_NAME} (array 'metadata')"))
+    check_npy(meta_file, entry.get("dtype"), entry.get("shape"))  # damaged or truncated: a clear error
+    meta = np.load(meta_file, mmap_mode="r", allow_pickle=False)
+    shapes = {n: e["shape"] for n, e in entries.items()}
+    return meta, shapes, list(range(manifest["num_chunks"])), manifest["num_models"]
+
+
+def _building_metadata(path: Path, manifest: dict) -> tuple[np.ndarray, dict, list[int], int]:
+    """The metadata, array shapes, chunk ids and model count of the chunks a building zoo has
+    committed so far."""
+    parts, committed, models_done, shapes = [], [], 0, {}
+    for chunk_id, chunk_dir in chunk_dirs(path).items():
+        if chunk_id >= manifest["num_chunks"]:
+            continue
+        info = read_chunk(chunk_dir, manifest["fingerprint"])
+        parts.append(load_chunk_array(chunk_dir, info, "metadata"))
+        committed.append(chunk_id)
+        models_done += len(chunk_models(chunk_id, manifest["num_models"], manifest["chunk_size"]))
+        if not shapes:
+            shapes = {n: e["shape"] for n, e in info["arrays"].items()}
+    meta = np.concatenate(parts) if parts else np.zeros((0, len(manifest["metadata_columns"])))
+    return meta, shapes, committed, models_done
+
+
+def _performance(manifest: dict, col: dict[str, np.ndarray]) -> dict | None:
+    """The first metric's summary per split ("all" first) and snapshot; None without it."""
+    metric = (manifest["task"].get("metric_columns") or [None])[0]
+    if metric not in col:
+        return None
+    performance = {"metric": metric, "by_split": {}}
+    for i, split in enumerate(["all", *SPLITS]):
+        in_split = np.ones(len(col[metric]), bool) if split == "all" else col["split"] == i - 1
+        if split != "all" and not in_split.any():
+            continue
+        performance["by_split"][split] = [
+            {"snapshot": s, "step": manifest["snapshot_steps"][s],
+             **_summary(col[metric][in_split & (col["snapshot"] == s)])} for s in range(manifest["rows_per_model"])]
+    return performance
+
+
+def _locks(path: Path) -> list[dict]:
+    """The holders of the zoo's lock files, and whether each is running."""
+    locks = []
     for name in lock_names(path):
         holder = read_lock(path, name)
         if holder is not None:
-            out["locks"].append({"file": name, "pid": holder.get("pid"), "host": holder.get("host"),
-                                 "since": holder.get("since"), "alive": lock_alive(path, name, holder)})
-    return out
+            locks.append({"file": name, "pid": holder.get("pid"), "host": holder.get("host"),
+                          "since": holder.get("since"), "alive": lock_alive(path, name, holder)})
+    return locks
 
 
 def _ranges(ids: list[int]) -> str:

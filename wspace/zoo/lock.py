@@ -68,6 +68,10 @@ class ZooLockedError(WspaceError):
     """Another live process holds the zoo's lock."""
 
 
+class _NoFileLocks(Exception):
+    """The lock's filesystem has no OS file locks: the pid rule applies."""
+
+
 def _process_start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
@@ -271,39 +275,55 @@ class ZooLock:
                                       f"remove the link, then run the command again") from None
                 raise
 
-    def _acquire_flock(self) -> "ZooLock":
+    def _hold_file_lock(self, create: bool) -> tuple[int, bool] | None:
+        """Open the lock file (creating it when ``create``) and take its ``flock``: (fd, whether we
+        created the file), the file lock held on the file the path names now. None when there is
+        no lock file (``create`` False) or it kept changing hands. Refuses a live holder; raises
+        ``_NoFileLocks`` (having closed the file, and removed it if we created it) when the
+        filesystem has no file locks."""
         for _ in range(10):
-            fd, created = self._open(create=True)
+            opened = self._open(create)
+            if opened is None:
+                return None
+            fd, created = opened
             try:
                 locked = _try_flock(fd)
+                if locked is False:
+                    self._refuse(_read_fd(fd) or {}, alive=True)
+                if locked and _same_file(fd, self.path):
+                    return fd, created
             except BaseException:
                 os.close(fd)
                 raise
-            if locked is None:  # no file locks on this filesystem: the pid rule
-                os.close(fd)
+            os.close(fd)  # no file locks here, or its holder released it meanwhile: start again
+            if locked is None:
                 if created:
                     os.unlink(self.path)
-                return self._acquire_exclusive()
-            try:
-                if not locked:
-                    self._refuse(_read_fd(fd) or {}, alive=True)
-                if not _same_file(fd, self.path):
-                    os.close(fd)  # its holder released it meanwhile: start again
-                    continue
-                if not created:
-                    self._judge_existing(fd, _read_fd(fd))
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, json.dumps(self._info(flock=True)).encode("utf-8"))
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
-            self.held = True
-            return self
-        raise ZooLockedError(f"could not take the lock {self.path}: it keeps changing hands; another "
-                             f"process is building zoo {self.zoo_dir}: wait for it")
+                raise _NoFileLocks()
+        return None
+
+    def _acquire_flock(self) -> "ZooLock":
+        try:
+            held = self._hold_file_lock(create=True)
+        except _NoFileLocks:
+            return self._acquire_exclusive()
+        if held is None:
+            raise ZooLockedError(f"could not take the lock {self.path}: it keeps changing hands; another "
+                                 f"process is building zoo {self.zoo_dir}: wait for it")
+        fd, created = held
+        try:
+            if not created:
+                self._judge_existing(fd, _read_fd(fd))
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(self._info(flock=True)).encode("utf-8"))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.held = True
+        return self
 
     def _judge_existing(self, fd: int, holder: dict | None) -> None:
         """We hold the file lock of a lock file someone left: take it over, or refuse."""
@@ -343,30 +363,19 @@ class ZooLock:
         if fcntl is None:
             self._handle_existing()
             return
-        for _ in range(10):
-            opened = self._open(create=False)
-            if opened is None:
-                return
-            fd = opened[0]
-            try:
-                locked = _try_flock(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            if locked is None:  # no file locks on this filesystem: the pid rule
-                os.close(fd)
-                self._handle_existing()
-                return
-            try:
-                if not locked:
-                    self._refuse(_read_fd(fd) or {}, alive=True)
-                if not _same_file(fd, self.path):
-                    continue
-                self._judge_existing(fd, _read_fd(fd))
-                os.unlink(self.path)
-                return
-            finally:
-                os.close(fd)
+        try:
+            held = self._hold_file_lock(create=False)
+        except _NoFileLocks:
+            self._handle_existing()
+            return
+        if held is None:
+            return
+        fd = held[0]
+        try:
+            self._judge_existing(fd, _read_fd(fd))
+            os.unlink(self.path)
+        finally:
+            os.close(fd)
 
     # ---- without OS file locks: O_EXCL and the pid rule ------------------------------------------
 

@@ -42,6 +42,11 @@ STORE_KEYS = ("format", "format_version", "fingerprint", "status", "num_chunks",
               "wspace_version", CHECKSUM_KEY)
 
 
+def metadata_columns(family: Any) -> list[str]:
+    """The metadata columns of a zoo of ``family``'s networks: the required ones, then the
+    family's task and metric columns."""
+    return [*REQUIRED_METADATA, *family.task_columns, *family.metric_columns]
+
 def fingerprint(manifest: dict) -> str:
     build = {k: v for k, v in manifest.get("build", {}).items() if k not in UNFINGERPRINTED_BUILD_KEYS}
     data = {"architecture": manifest.get("architecture"), "task": manifest.get("task"), "build": build}

@@ -2,47 +2,30 @@
 its Zenodo record) into the wspace zoo format, after checking that its weights reproduce its
 stored outputs.
 
-Published layout (one row per snapshot, R = runs x snapshots, rows appended run after run in
-increasing step order; N rollouts per row):
+A published zoo holds one row per snapshot, R = runs x snapshots, rows appended run after run in
+increasing step order; N rollouts per row: ``parameters.npy`` (R, P) float32, the flat weights
+of torch.nn.LSTM(batch_first) + nn.Linear in ``model.parameters()`` order (the layout of the
+``lstm`` plugin), and the task family's own files. The task family reads them: it names the
+files that mark its zoos (``TaskFamily.published_markers``) and reshapes them to wspace's
+conventions (``TaskFamily.read_published``, giving a ``wspace_core.published.PublishedZoo``);
+the layouts of the paper's two zoos are in ``wspace_formal_languages.published`` and
+``wspace_tiled_mnist.published``. When ``--task`` is not given, the registered family whose
+marker files the folder holds is the one.
 
-    parameters.npy   (R, P) float32  flat weights of torch.nn.LSTM(batch_first) + nn.Linear in
-                                     ``model.parameters()`` order: the layout of the ``lstm`` plugin
-    tasks.npy        formal_languages: (R, 4) int [0, mb, mc, md];  tiled_mnist: (R, 1) angle (deg)
-    formal_languages:
-      sequences.npy        (R, N, T+1) int16, BOS first, then the T tokens the network sampled
-      logits.npy           (R, N, T, 6) float16 log-softmax; step t follows input token t
-      num_step_correct.npy (R, 3) [run, step, correct strings of 1000]
-    tiled_mnist:
-      sequences.npy        (R, N, T, 16) float16 network inputs (a zero BOS tile, then 49 tiles)
-      logits.npy           (R, N, T, 10) float16 raw outputs (not normalised)
-      num_step.npy         (R, 2) [run, step]
-      accuracy_losses.npy  (R, 4) [eval accuracy, train loss, eval loss, weight decay]
-
-The published ``accept_sequence`` writes EOS, in place, over position 0 (BOS) of every rollout
-that holds no EOS (it marks "the first EOS" of a string without one at index 0), and the files store
-the rollouts after that: such rows start with EOS and hold no other EOS. The import restores their
-BOS (the token the network was fed, which the stored logits follow) and records how many rollouts
-it restored (``build.restored_bos_rollouts``, shown by ``wspace zoo info``). A first token that is
-neither BOS nor such an overwritten BOS is refused as damage.
+Rollouts whose BOS the published code overwrote with EOS (``PublishedZoo.bos_eos``) get it back:
+the zoo stores the token the network was fed, which the stored logits follow, and records how
+many it restored (``build.restored_bos_rollouts``, shown by ``wspace zoo info``).
 
 Splits: the published protocol (``wspace_core.splits``) over the zoo's networks, with the
 published shares (validation 15 %, OOD 15 % of the unique tasks), by the family's
 ``split_zoo`` (its ``split_rule`` setting; pass ``split_rule=wspace`` in the task settings for
-wspace's rule). Metric columns the published files do not hold (``performance_strict``: the
-published zoo counts correct strings by its own rule only) are NaN.
-
-The task family is read from the files when not given: ``num_step_correct.npy`` is a
-formal-languages zoo, ``num_step.npy`` with ``accuracy_losses.npy`` a tiled-MNIST zoo.
+wspace's rule). Metric columns the published files do not hold are NaN.
 
 Assumptions, each checked (a violation is refused with the file and rows named):
 - A new network starts where the run id changes or the step does not increase; every network
   has the same snapshot steps, and its task is the same at all of them.
-- formal_languages: the network's inputs are ``sequences[..., :T]`` (the last sampled token is
-  never fed back, so it is not stored); the family gets ``sequence_tokens = T + 1``; performance
-  is correct / 1000 (the paper's 1000 evaluation strings); tokens use the family's indices
-  (a, b, c, d, BOS=4, EOS=5, as the published code).
-- tiled_mnist: the stored outputs are raw logits; the zoo stores their log-softmax (float16),
-  as the family's rollouts do. gap = eval loss - train loss; weight_decay is a task column.
+- The stored outputs are log-softmax or raw logits (``PublishedZoo.stored_kind``); the zoo stores
+  log-probabilities (float16), as the families' rollouts do.
 - Hidden size and layer count are inferred from P and the family's input/output sizes (give
   them when more than one architecture fits).
 
@@ -56,50 +39,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
-import attrs
 import numpy as np
 import torch
 
+from wspace_core.architecture import Architecture
+from wspace_core.published import LoadFiles, PublishedZoo
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily
+from wspace_core.validators import positive_int
 from wspace.zoo.content import check_published
 from wspace.zoo.files import check_npy, sha256_file
-from wspace.zoo.manifest import MANIFEST_NAME
+from wspace.zoo.manifest import MANIFEST_NAME, metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 
-PAPER_TASKS = ("formal_languages", "tiled_mnist")
-EVAL_STRINGS = 1000  # the published formal-languages zoo counts correct strings out of 1000
 #: the published training script's split shares (train, eval_ratio, ood_ratio)
 PUBLISHED_SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
-#: the file that tells each published zoo apart (``detect_task``)
-_MARKER_FILES = {"formal_languages": ("num_step_correct.npy",),
-                 "tiled_mnist": ("num_step.npy", "accuracy_losses.npy")}
 _SAMPLE_ROLLOUTS = 8
 _ELEMENTS_PER_BATCH = 1 << 24  # rows x rollouts x steps x 4H of one verification batch
-
-
-@attrs.frozen(eq=False)
-class PaperData:
-    """One published zoo, read (memory-mapped) and reshaped to wspace's conventions; R rows."""
-
-    weights: np.ndarray  # (R, P) float32
-    inputs: np.ndarray  # (R, N, T) int16 tokens or (R, N, T, I) float16
-    stored: np.ndarray  # (R, N, T, O) float16 outputs as published (compared with the check)
-    stored_kind: str  # "log_softmax" or "logits"
-    run: np.ndarray  # (R,)
-    step: np.ndarray  # (R,)
-    task_values: dict[str, np.ndarray]  # task column -> (R,)
-    metric_values: dict[str, np.ndarray]  # metric column -> (R,)
-    settings: dict[str, Any]  # family settings implied by the data
-    files: tuple[str, ...]
-    atol: float
-    rtol: float
-    #: (BOS, EOS) token ids when rollouts may carry the published EOS-over-BOS overwrite
-    bos_eos: tuple[int, int] | None = None
-    #: rollouts (row, rollout) whose BOS the import restores
-    restored_bos: int = 0
 
 
 def _load(src: Path, name: str) -> np.ndarray:
@@ -120,67 +78,37 @@ def _rows(arrays: dict[str, np.ndarray]) -> int:
     return next(iter(counts.values()))
 
 
-def _expect(array: np.ndarray, name: str, ndim: int, last: int | None = None) -> None:
-    if array.ndim != ndim or (last is not None and array.shape[-1] != last):
-        want = f"{ndim} dimensions" + (f" with {last} in the last" if last is not None else "")
-        raise WspaceError(f"{name} has shape {array.shape}; expected {want}")
+def _loader(src: Path) -> LoadFiles:
+    """``load(names)`` for a family's reader: the named files of ``src``, checked and memory-mapped,
+    refused when missing or when they disagree on the number of rows."""
+    def load(names: Sequence[str]) -> dict[str, np.ndarray]:
+        arrays = {name: _load(src, name) for name in names}
+        _rows(arrays)
+        return arrays
+    return load
 
 
-def _read_formal_languages(src: Path, family_cls) -> PaperData:
-    names = ("parameters.npy", "sequences.npy", "logits.npy", "tasks.npy", "num_step_correct.npy")
-    a = {n: _load(src, n) for n in names}
-    _rows(a)
-    seq, logits, tasks, nsc = a["sequences.npy"], a["logits.npy"], a["tasks.npy"], a["num_step_correct.npy"]
-    _expect(a["parameters.npy"], "parameters.npy", 2)
-    _expect(seq, "sequences.npy", 3)
-    _expect(logits, "logits.npy", 4)
-    _expect(nsc, "num_step_correct.npy", 2, 3)
-    _expect(tasks, "tasks.npy", 2)
-    T = logits.shape[2]
-    if seq.shape[1] != logits.shape[1] or seq.shape[2] not in (T, T + 1):
-        raise WspaceError(f"sequences.npy {seq.shape} and logits.npy {logits.shape} do not fit: expected "
-                          f"sequences (R, N, T+1) with BOS first and logits (R, N, T, O)")
-    if not np.issubdtype(seq.dtype, np.integer):
-        raise WspaceError(f"formal_languages sequences.npy must hold integer tokens, got {seq.dtype}")
-    bos, eos = logits.shape[-1] - 2, logits.shape[-1] - 1  # published: BOS = letters, EOS = letters + 1
-    restored = _count_overwritten_bos(seq, bos, eos)
-    columns = family_cls.task_columns
-    if tasks.shape[1] == len(columns) + 1:
-        if np.any(tasks[:, 0] != 0):
-            raise WspaceError("tasks.npy has a leading column that is not all 0 (expected rows [0, mb, mc, md])")
-        tasks = tasks[:, 1:]
-    if tasks.shape[1] != len(columns):
-        raise WspaceError(f"tasks.npy has {tasks.shape[1]} columns; expected [0, {', '.join(columns)}]")
-    metrics = {family_cls.metric_columns[0]: np.asarray(nsc[:, 2], dtype=np.float64) / EVAL_STRINGS}
-    for column in family_cls.metric_columns[1:]:  # not in the published files (performance_strict)
-        metrics[column] = np.full(len(nsc), np.nan)
-    return PaperData(
-        weights=a["parameters.npy"], inputs=seq[:, :, :T], stored=logits, stored_kind="log_softmax",
-        run=np.asarray(nsc[:, 0]), step=np.asarray(nsc[:, 1]),
-        task_values={c: np.asarray(tasks[:, i], dtype=np.float64) for i, c in enumerate(columns)},
-        metric_values=metrics, settings={"sequence_tokens": T + 1}, files=names, atol=1e-2, rtol=2.0 ** -8,
-        bos_eos=(bos, eos), restored_bos=restored)
+def published_families() -> dict[str, type[TaskFamily]]:
+    """The registered task families that read published zoos (``published_markers``), by name."""
+    from wspace_core import plugins
+
+    families = plugins.task_families()
+    return {name: families.get(name) for name in families.names() if families.get(name).published_markers}
 
 
-def _count_overwritten_bos(seq: np.ndarray, bos: int, eos: int, rows_per_block: int = 256) -> int:
-    """The rollouts whose first token is the published EOS-over-BOS overwrite (first token EOS, no
-    other EOS); refuses any other first token than BOS."""
-    restored = 0
-    for start in range(0, seq.shape[0], rows_per_block):
-        block = np.asarray(seq[start:start + rows_per_block])  # (r, N, T+1)
-        first = block[..., 0]
-        overwritten = (first == eos) & ~(block[..., 1:] == eos).any(-1)
-        bad = np.flatnonzero(((first != bos) & ~overwritten).any(-1))
-        if bad.size:
-            rows = start + bad
-            raise WspaceError(f"sequences.npy rollouts at rows {rows[:10].tolist()} start with a token that is "
-                              f"neither BOS ({bos}) nor the published EOS-over-BOS overwrite (EOS {eos} with no "
-                              f"other EOS in the rollout); the file is damaged: re-download it")
-        restored += int(overwritten.sum())
-    return restored
+def detect_task(src: str | os.PathLike) -> str:
+    """Which published zoo the folder ``src`` holds: the registered family whose marker files it holds."""
+    src = Path(src)
+    markers = {task: family.published_markers for task, family in published_families().items()}
+    found = [task for task, files in markers.items() if all((src / f).exists() for f in files)]
+    if len(found) != 1:
+        listing = "; ".join(f"{t}: {', '.join(f)}" for t, f in markers.items())
+        raise WspaceError(f"cannot tell which published zoo {src} holds (files that mark each: {listing}); "
+                          f"give --task {' or '.join(markers)}")
+    return found[0]
 
 
-def rollout_inputs(data: PaperData, rows, rollouts: int | None = None) -> np.ndarray:
+def rollout_inputs(data: PublishedZoo, rows, rollouts: int | None = None) -> np.ndarray:
     """The stored rollout inputs of ``rows`` (first ``rollouts`` of each), with the BOS that the
     published code overwrote restored: (r, N, T) tokens or (r, N, T, I) values."""
     inputs = np.array(data.inputs[rows] if rollouts is None else data.inputs[rows, :rollouts])
@@ -191,55 +119,7 @@ def rollout_inputs(data: PaperData, rows, rollouts: int | None = None) -> np.nda
     return inputs
 
 
-def detect_task(src: str | os.PathLike) -> str:
-    """Which published zoo the folder ``src`` holds, from its files."""
-    src = Path(src)
-    found = [task for task, files in _MARKER_FILES.items() if all((src / f).exists() for f in files)]
-    if len(found) != 1:
-        listing = "; ".join(f"{t}: {', '.join(f)}" for t, f in _MARKER_FILES.items())
-        raise WspaceError(f"cannot tell which published zoo {src} holds (files that mark each: {listing}); "
-                          f"give --task {' or '.join(PAPER_TASKS)}")
-    return found[0]
-
-
-def _read_tiled_mnist(src: Path, family_cls) -> PaperData:
-    names = ("parameters.npy", "sequences.npy", "logits.npy", "tasks.npy", "num_step.npy",
-             "accuracy_losses.npy")
-    a = {n: _load(src, n) for n in names}
-    _rows(a)
-    seq, logits, tasks = a["sequences.npy"], a["logits.npy"], a["tasks.npy"]
-    _expect(a["parameters.npy"], "parameters.npy", 2)
-    _expect(seq, "sequences.npy", 4)
-    _expect(logits, "logits.npy", 4)
-    _expect(a["num_step.npy"], "num_step.npy", 2, 2)
-    _expect(a["accuracy_losses.npy"], "accuracy_losses.npy", 2, 4)
-    if tasks.ndim == 1:
-        tasks = tasks[:, None]
-    _expect(tasks, "tasks.npy", 2, 1)
-    if seq.shape[:3] != logits.shape[:3]:
-        raise WspaceError(f"sequences.npy {seq.shape} and logits.npy {logits.shape} disagree on "
-                          f"(rows, rollouts, steps)")
-    acc = np.asarray(a["accuracy_losses.npy"], dtype=np.float64)
-    metrics = {"performance": acc[:, 0], "train_loss": acc[:, 1], "eval_loss": acc[:, 2],
-               "gap": acc[:, 2] - acc[:, 1]}
-    unknown = [c for c in family_cls.metric_columns if c not in metrics]
-    if unknown:
-        raise WspaceError(f"the published tiled_mnist zoo has no data for metric columns {unknown}")
-    return PaperData(
-        weights=a["parameters.npy"], inputs=seq, stored=logits, stored_kind="logits",
-        run=np.asarray(a["num_step.npy"][:, 0]), step=np.asarray(a["num_step.npy"][:, 1]),
-        task_values={"angle": np.asarray(tasks[:, 0], dtype=np.float64), "weight_decay": acc[:, 3]},
-        metric_values={c: metrics[c] for c in family_cls.metric_columns},
-        settings={}, files=names, atol=5e-2, rtol=1e-2)
-
-
-READERS: dict[str, Callable[[Path, type], PaperData]] = {
-    "formal_languages": _read_formal_languages,
-    "tiled_mnist": _read_tiled_mnist,
-}
-
-
-def _models(data: PaperData) -> tuple[np.ndarray, list[int]]:
+def _models(data: PublishedZoo) -> tuple[np.ndarray, list[int]]:
     """(R,) model index of every row and the common snapshot steps."""
     run, step = data.run.astype(np.int64), data.step.astype(np.int64)
     new = np.ones(len(run), dtype=bool)
@@ -274,7 +154,7 @@ def _rows_where(array: np.ndarray, test, rows_per_block: int = 256) -> np.ndarra
     return np.concatenate(hits) if hits else np.zeros(0, np.int64)
 
 
-def _row_names(rows: np.ndarray, data: PaperData) -> str:
+def _row_names(rows: np.ndarray, data: PublishedZoo) -> str:
     shown = ", ".join(f"{r} (run {int(data.run[r])} step {int(data.step[r])})" for r in rows[:10])
     return shown + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
 
@@ -317,7 +197,7 @@ def infer_sizes(arch_cls, num_params: int, input_size: int, output_size: int,
 
 
 @torch.no_grad()
-def check_outputs(arch, family: TaskFamily, data: PaperData, rows: np.ndarray, check: str = "all") -> None:
+def check_outputs(arch, family: TaskFamily, data: PublishedZoo, rows: np.ndarray, check: str = "all") -> None:
     """Run ``arch`` with the stored weights of ``rows`` on their stored inputs and refuse rows
     whose stored outputs differ beyond float16 tolerance."""
     if check == "none" or len(rows) == 0:
@@ -356,31 +236,46 @@ def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str | Non
                  task_settings: dict[str, Any] | None = None) -> Zoo:
     """Import the published zoo in folder ``src`` (task ``task``; None: read from the files) into a
     wspace zoo at ``out``."""
-    from wspace_core import plugins
-
     src, out = Path(src), Path(out)
+    task, family_cls = _published_family(src, task)
+    if check not in ("all", "sample", "none"):
+        raise WspaceError(f"check must be all, sample or none; got {check!r}")
+    positive_int.require("chunk_size", chunk_size)
+    if not src.is_dir():
+        raise WspaceError(f"{src} is not a folder; point at the extracted published zoo")
+    data = family_cls.read_published(_loader(src))
+    family = family_cls(**{**data.settings, **(task_settings or {})})
+    check_published(data, family)  # rows, token ids and metric ranges, before anything uses them
+    _check_steps_and_values(data, family, task)
+    model, steps = _models(data)
+    architecture = _architecture(arch, data, family, hidden_size, num_layers)
+    metadata = _metadata(data, family, task, model, len(steps))
+    base = {"architecture": architecture.describe(), "task": family.describe(),
+            "build": _build_record(data, family, arch, architecture, src, chunk_size, int(model[-1]) + 1),
+            "snapshot_steps": steps, "num_models": int(model[-1]) + 1, "rows_per_model": len(steps),
+            "metadata_columns": metadata_columns(family), "imported_from": str(src.resolve())}
+    return _write_zoo(out, base, architecture, family, data, metadata, check, resume)
+
+
+def _published_family(src: Path, task: str | None) -> tuple[str, type[TaskFamily]]:
+    """The task name and family class of the published zoo in ``src`` (``task`` None: from its files)."""
     if task is None:
         if not src.is_dir():
             raise WspaceError(f"{src} is not a folder; point at the extracted published zoo")
         task = detect_task(src)
-    if task not in READERS:
-        raise WspaceError(f"the paper published zoos for {', '.join(PAPER_TASKS)}; got task {task!r}")
-    if check not in ("all", "sample", "none"):
-        raise WspaceError(f"check must be all, sample or none; got {check!r}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise WspaceError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not src.is_dir():
-        raise WspaceError(f"{src} is not a folder; point at the extracted published zoo")
-    family_cls = plugins.task_families().get(task)
-    data = READERS[task](src, family_cls)
-    settings = {**data.settings, **(task_settings or {})}
-    family = family_cls(**settings)
-    check_published(data, family)  # rows, token ids and metric ranges, before anything uses them
+    families = published_families()
+    if task not in families:
+        raise WspaceError(f"the paper published zoos for {', '.join(families)}; got task {task!r}")
+    return task, families[task]
+
+
+def _check_steps_and_values(data: PublishedZoo, family: TaskFamily, task: str) -> None:
+    """Refuse rollouts of another length than the family's, weights that are not finite floats,
+    and NaN outputs."""
     T = data.inputs.shape[2]
     if family.sequence_length != T:
         raise WspaceError(f"the published rollouts have {T} steps but the {task} family takes "
                           f"{family.sequence_length}; pass matching task settings")
-
     if not np.issubdtype(data.weights.dtype, np.floating):
         raise WspaceError(f"parameters.npy holds {data.weights.dtype}; expected float32 weights")
     bad = _rows_where(data.weights, lambda block: ~np.isfinite(block))
@@ -391,39 +286,53 @@ def import_paper(src: str | os.PathLike, out: str | os.PathLike, task: str | Non
     if bad.size:
         raise WspaceError(f"logits.npy has NaN outputs at rows {_row_names(bad, data)}; re-download it")
 
-    model, steps = _models(data)
-    num_models, S = int(model[-1]) + 1, len(steps)
+
+def _architecture(arch: str, data: PublishedZoo, family: TaskFamily, hidden_size: int | None,
+                  num_layers: int | None) -> Architecture:
+    """The ``arch`` plugin at the sizes the stored weights fit."""
+    from wspace_core import plugins
+
     arch_cls = plugins.architectures().get(arch)
     sizes = infer_sizes(arch_cls, data.weights.shape[1], family.input_size, family.output_size,
                         hidden_size, num_layers)
-    architecture = arch_cls(sizes)
+    return arch_cls(sizes)
 
+
+def _metadata(data: PublishedZoo, family: TaskFamily, task: str, model: np.ndarray, S: int) -> np.ndarray:
+    """(R, C) metadata rows: model, snapshot, step, split, the task columns, the metric columns;
+    splits by the family's ``split_zoo`` over the networks' tasks with the published shares."""
+    num_models = int(model[-1]) + 1
     first_rows = np.arange(num_models) * S
     tasks = np.stack([data.task_values[c] for c in family.task_columns], axis=1)  # (R, K)
     split_names = family.split_zoo(torch.from_numpy(tasks[first_rows]), PUBLISHED_SPLIT_FRACTIONS)
     split_index = np.repeat(np.array([SPLITS.index(s) for s in split_names], dtype=np.float64), S)
-
-    columns = ["model", "snapshot", "step", "split", *family.task_columns, *family.metric_columns]
     missing = [c for c in family.metric_columns if c not in data.metric_values]
     if missing:
         raise WspaceError(f"the published {task} zoo has no data for the family's metric columns {missing}")
-    metadata = np.stack([model.astype(np.float64), np.tile(np.arange(S), num_models).astype(np.float64),
-                         data.step.astype(np.float64), split_index,
-                         *(data.task_values[c] for c in family.task_columns),
-                         *(data.metric_values[c] for c in family.metric_columns)], axis=1)  # (R, C)
+    return np.stack([model.astype(np.float64), np.tile(np.arange(S), num_models).astype(np.float64),
+                     data.step.astype(np.float64), split_index,
+                     *(data.task_values[c] for c in family.task_columns),
+                     *(data.metric_values[c] for c in family.metric_columns)], axis=1)  # (R, C)
 
-    build = {"source": "published", "task_settings": family.settings(), "arch": arch,
-             "hidden_size": sizes.hidden_size, "num_layers": sizes.num_layers, "num_models": num_models,
-             "chunk_size": chunk_size, "num_rollouts": int(data.inputs.shape[1]),
-             "split_fractions": list(PUBLISHED_SPLIT_FRACTIONS), "restored_bos_rollouts": data.restored_bos,
-             "source_sha256": {name: sha256_file(src / name) for name in data.files}}
-    base = {"architecture": architecture.describe(), "task": family.describe(), "build": build,
-            "snapshot_steps": steps, "num_models": num_models, "rows_per_model": S,
-            "metadata_columns": columns, "imported_from": str(src.resolve())}
 
+def _build_record(data: PublishedZoo, family: TaskFamily, arch: str, architecture: Architecture, src: Path,
+                  chunk_size: int, num_models: int) -> dict[str, Any]:
+    """The manifest's ``build`` entry of an import (part of the zoo's fingerprint)."""
+    return {"source": "published", "task_settings": family.settings(), "arch": arch,
+            "hidden_size": architecture.sizes.hidden_size, "num_layers": architecture.sizes.num_layers,
+            "num_models": num_models, "chunk_size": chunk_size, "num_rollouts": int(data.inputs.shape[1]),
+            "split_fractions": list(PUBLISHED_SPLIT_FRACTIONS), "restored_bos_rollouts": data.restored_bos,
+            "source_sha256": {name: sha256_file(src / name) for name in data.files}}
+
+
+def _write_zoo(out: Path, base: dict[str, Any], architecture: Architecture, family: TaskFamily,
+               data: PublishedZoo, metadata: np.ndarray, check: str, resume: bool) -> Zoo:
+    """Check the stored outputs (of the chunks still to write, when resuming), then write the
+    zoo chunk by chunk."""
+    S = base["rows_per_model"]
     resuming = resume and (out / MANIFEST_NAME).exists()
     if not resuming:  # refuse inconsistent files before anything is written
-        check_outputs(architecture, family, data, np.arange(len(model)), check)
+        check_outputs(architecture, family, data, np.arange(len(metadata)), check)
     with ZooWriter.create(out, base, resume=resume) as writer:
         pending = writer.pending_chunks()
         if resuming:

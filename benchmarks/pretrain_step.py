@@ -53,7 +53,8 @@ import numpy as np
 import torch
 
 from wspace_core import plugins
-from wspace.config import PRETRAIN_PRESETS, PretrainConfig, require_device
+from wspace.config import PretrainConfig, require_device
+from wspace.presets import PRETRAIN_PRESETS
 from wspace.training.emulation import Emulator
 from wspace.training.pretrain import (EmulationModel, ZooSplit, build_encoder, clip_groups, encoder_context,
                                  training_step)

@@ -4,7 +4,7 @@ how they are scored, the rollouts an emulator learns from, and what can be predi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -77,6 +77,10 @@ class TaskFamily(ABC):
     task_columns: ClassVar[tuple[str, ...]] = ()
     #: names of the per-snapshot metrics ``evaluate`` returns (the first one is "performance")
     metric_columns: ClassVar[tuple[str, ...]] = ("performance",)
+    #: what this family's zoo differs in at each preset (``wspace_core.presets.PRESETS``) from the
+    #: application's sizes for that preset: zoo settings (e.g. ``num_models``) and ``task_settings``
+    #: (e.g. a smaller evaluation set at the small presets). A preset left out: no differences.
+    zoo_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     input_size: int
     output_size: int

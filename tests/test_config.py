@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import attrs
@@ -82,7 +83,7 @@ def test_overridden_zoos_are_what_they_were():
 
 
 def test_presets_are_declared_once_under_the_core_names():
-    for table in (presets.ZOO_PRESETS, presets.PRETRAIN_PRESETS, presets.DOWNSTREAM_PRESETS):
+    for table in (presets.ZOO_PRESETS, presets.PRETRAIN_PRESETS, presets.DOWNSTREAM_PRESETS, presets.COMPARE_SEEDS):
         assert tuple(table) == PRESETS
     for name in plugins.task_families():
         assert set(plugins.task_families().get(name).zoo_presets) <= set(PRESETS), name
@@ -211,3 +212,16 @@ def test_every_setting_is_logged():
         fields = [f.name for f in attrs.fields(section) if f.name != "task_settings"]
         assert all(f"{name}.{field}" in params for field in fields), name
     assert params["zoo.task_settings.num_eval_strings"] == "32" and params["downstream.frozen_steps"] == "50"
+
+
+def test_the_documented_configuration_file_resolves(tmp_path):
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    toml = tmp_path / "run.toml"
+    toml.write_text(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
+    config = resolve(load_toml(toml))
+    assert (config.preset, config.encoder, config.zoo.num_models, config.pretrain.steps) == ("smoke", "dwsnet", 24, 60)
+    assert config.zoo.task_settings["max_n"] == 6 and config.downstream.ood_half == "network"
+    from wspace.validation import encoder_context_for
+    from wspace_core.plugins import encoders
+
+    encoders().get(config.encoder)(encoder_context_for(config))  # its options fit the encoder

@@ -181,13 +181,13 @@ class RunConfig:
     seed: int = attrs.field(default=0, validator=check_seed_field)
     z_dim: int = attrs.field(default=16, validator=_positive_int)
     device: str = attrs.field(default="cpu", validator=check_device)
-    zoo: ZooSettings = attrs.field()
+    zoo: ZooSettings = attrs.field(validator=attrs.validators.instance_of(ZooSettings))
     zoo_path: str | None = None  # an existing zoo directory to learn from instead of the preset's
     #: options of the encoder plugin, which sizes itself from the preset and these
     #: (its own attrs config class, e.g. ``wspace_probing.config.ProbingConfig``)
     encoder_options: dict[str, Any] = attrs.field(factory=dict, validator=_table)
-    pretrain: PretrainConfig = attrs.field()
-    downstream: DownstreamConfig = attrs.field()
+    pretrain: PretrainConfig = attrs.field(validator=attrs.validators.instance_of(PretrainConfig))
+    downstream: DownstreamConfig = attrs.field(validator=attrs.validators.instance_of(DownstreamConfig))
     out_dir: str = "wspace_runs"
     tracking_uri: str | None = None
     tracking: bool = True
@@ -259,8 +259,8 @@ def _merge(values: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     for key, value in layer.items():
         if value is None:
             continue
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_tables else value
     return merged
 
 
@@ -308,7 +308,7 @@ def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
     top: dict[str, Any] = {}
     for values, _ in layers:
         top = _merge(top, values)
-    preset = top.pop("preset", None) or "quick"
+    preset = top.pop("preset", None) or attrs.fields(RunConfig).preset.default
     check_preset(preset)
     _check_keys(top, _TOP_KEYS - set(SECTIONS) - {"preset"}, "run settings", "configuration")
     task = top.get("task", attrs.fields(RunConfig).task.default)

@@ -49,6 +49,9 @@ DOWNSTREAM_PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(frozen_steps=5000, supervised_steps=20_000, supervised_lr=1e-4),
 }
 
+#: pretraining seeds per encoder in `wspace compare` (unless --seeds says): the paper's 15 at paper
+COMPARE_SEEDS: dict[str, int] = {"smoke": 3, "quick": 3, "paper": 15}
+
 
 def family_zoo_values(task: str, preset: str) -> dict[str, Any]:
     """What task family ``task`` declares its zoo differs in at ``preset`` (``zoo_presets``);

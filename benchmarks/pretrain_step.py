@@ -52,9 +52,10 @@ from typing import Callable
 import attrs
 import torch
 
-from wspace.config import PRETRAIN_PRESETS, PretrainConfig, require_device
-from wspace.training.pretrain import Pretraining, ZooSplit
 from wspace_core import plugins
+from wspace.config import PretrainConfig, require_device
+from wspace.presets import PRETRAIN_PRESETS
+from wspace.training.pretrain import Pretraining, ZooSplit
 from wspace_core.registry import WspaceError
 
 PRESET = "paper"

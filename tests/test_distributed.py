@@ -164,7 +164,8 @@ PRETRAIN_SCRIPT = textwrap.dedent('''
     from pathlib import Path
     import torch
     from wspace.training import distributed
-    from wspace.config import PRETRAIN_PRESETS, PretrainConfig
+    from wspace.config import PretrainConfig
+    from wspace.presets import PRETRAIN_PRESETS
     from wspace.training.pretrain import pretrain
     from wspace.zoo import Zoo
 

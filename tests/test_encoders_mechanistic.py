@@ -17,7 +17,7 @@ from wspace_core.encoder import EncoderContext, MechanisticEncoder
 from wspace_core.hookspecs import hookimpl
 from wspace_core.registry import WspaceError
 from wspace_core.symmetry import NeuronGroup, PermutedAxis, SymmetrySpec, permute_axis
-from wspace_encoders.config import PRESETS
+from wspace_core.presets import PRESETS
 from wspace_encoders.dwsnet import DWSNetConfig
 from wspace_encoders.layerwise_statistics import LayerwiseStatistics, LayerwiseStatisticsConfig
 from wspace_encoders.structure import param_structures, row_sets

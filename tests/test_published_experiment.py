@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from wspace_core import plugins
-from wspace.config import PRETRAIN_PRESETS, PretrainConfig, resolve
+from wspace.config import PretrainConfig, resolve
+from wspace.presets import PRETRAIN_PRESETS
 from wspace_core.objective import EmulationMetric, emulation_metrics, objective_metric_name
 from wspace.training.pretrain import ZooSplit, clip_groups, embed, emulate, metric_objectives, pretrain, training_step
 from wspace_core.registry import WspaceError

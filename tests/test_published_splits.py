@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from wspace_core import splits
-from wspace.evaluation.downstream import DownstreamConfig, ood_training_models, protocol_rows
+from wspace.config import DownstreamConfig
+from wspace.evaluation.downstream import ood_training_models, protocol_rows
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 from wspace.zoo.build import assign_tasks, preset_config, task_for

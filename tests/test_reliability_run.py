@@ -274,7 +274,8 @@ def test_nan_loss_is_recorded_on_the_mlflow_run(finished, tmp_path, monkeypatch)
 
 
 def test_library_pretrain_raises_on_nan(finished):
-    from wspace.config import PRETRAIN_PRESETS, PretrainConfig
+    from wspace.config import PretrainConfig
+    from wspace.presets import PRETRAIN_PRESETS
     from wspace.training.pretrain import pretrain
     from wspace.zoo import Zoo
 

@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from wspace.cli import cli
-from wspace.config import PRETRAIN_PRESETS, load_toml, resolve
+from wspace.config import load_toml, resolve
+from wspace.presets import PRETRAIN_PRESETS
 from wspace_core.registry import WspaceError
 
 

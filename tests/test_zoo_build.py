@@ -16,9 +16,9 @@ from wspace_core.hookspecs import hookimpl
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec, TaskFamily, TrainingSchedule
 from wspace.zoo import Zoo, ZooWriter
-from wspace.zoo.build import (
-    PRESETS, BuildProgress, ZooConfig, assign_tasks, build_zoo, preset_config, scaled_schedule,
-)
+from wspace.presets import zoo_preset
+from wspace.zoo.build import BuildProgress, ZooConfig, assign_tasks, build_zoo, preset_config, scaled_schedule
+from wspace_core.presets import PRESETS
 from wspace.zoo.train import BatchedAdamW, split_groups
 
 ARRAYS = ("weights", "rollout_inputs", "rollout_outputs", "metadata")
@@ -309,7 +309,7 @@ def test_presets_have_the_required_shape():
 
 def test_overrides_win_and_steps_scale_the_schedule():
     config = preset_config("formal_languages", "quick", steps=2000, num_models=10, seed=3, device="cpu")
-    quick_fl = PRESETS["quick"].values_for("formal_languages")["task_settings"]
+    quick_fl = zoo_preset("formal_languages", "quick", "cpu")["task_settings"]
     assert (config.num_models, config.seed, config.chunk_size) == (10, 3, 10)  # chunk shrinks to fit
     assert config.schedule.steps == 2000
     assert config.schedule.snapshot_steps == (0, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -318,7 +318,7 @@ def test_overrides_win_and_steps_scale_the_schedule():
     merged = preset_config("formal_languages", "quick", task_settings={"max_n": 12})
     assert merged.task_settings == {**quick_fl, "max_n": 12}
     mnist = preset_config("tiled_mnist", "quick")
-    assert mnist.num_models == PRESETS["quick"].values_for("tiled_mnist")["num_models"] == mnist.chunk_size
+    assert mnist.num_models == zoo_preset("tiled_mnist", "quick", "cpu")["num_models"] == mnist.chunk_size
     assert preset_config("tiled_mnist", "quick", num_models=50, chunk_size=10).num_models == 50
     schedule = TrainingSchedule(steps=7, snapshot_steps=(0, 7))
     assert preset_config("formal_languages", "smoke", schedule=schedule).schedule == schedule

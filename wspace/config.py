@@ -1,6 +1,9 @@
-"""Run configuration: attrs frozen classes, presets, an optional TOML file, and flags that win.
+"""Run configuration: one tree of attrs frozen classes (the run, its zoo, pretraining and
+downstream sections), resolved once from a preset, an optional TOML file and flags that win.
 
-Resolution order (later wins): preset -> TOML file -> command-line flags.
+Resolution order (later wins): preset (``wspace.presets``) -> TOML file -> command-line flags,
+applied in ``resolve``. ``attrs.asdict`` of the result is what MLflow logs and what a run
+directory stores (config.json); ``config_from_dict`` rebuilds the same object from it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from typing import Any
 
 import attrs
 
+from wspace_core.presets import check_preset
 from wspace_core.registry import WspaceError
+from wspace.presets import section_presets
 from wspace.validation import check_seed_field
 from wspace_core.validators import (
     non_negative_int as _non_negative_int, non_negative_number as _non_negative_float, one_of as _one_of,
@@ -22,8 +27,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-PRESETS = ("smoke", "quick", "paper")
 
 
 #: device types wspace runs on; ``torch.device`` parses more (meta, xpu, ...), which fail late
@@ -59,8 +62,7 @@ def require_device(value: str) -> None:
 
 
 def _preset(instance, attribute, value):
-    if value not in PRESETS:
-        raise WspaceError(f"unknown preset {value!r}; presets: {', '.join(PRESETS)}")
+    check_preset(value)
 
 
 def _boolean(instance, attribute, value):
@@ -84,7 +86,7 @@ class PretrainConfig:
     Defaults follow the paper's published code (``training_script.py``) where it makes a choice:
     objective total variation averaged over all rollout positions, 1 rollout per network per
     step, gradient clipping 0.1 on encoder and emulator separately. Budgets (steps, learning
-    rate, emulator size, early stopping) are the presets' business (``PRETRAIN_PRESETS``)."""
+    rate, emulator size, early stopping) are the presets' business (``wspace.presets``)."""
 
     steps: int = attrs.field(default=1500, validator=_positive_int)
     batch_size: int = attrs.field(default=64, validator=_positive_int)  # networks per step
@@ -109,23 +111,56 @@ class PretrainConfig:
     emulator_open_forget_gates: bool = attrs.field(default=False, validator=_boolean)
 
 
-PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    # smoke and quick are small-budget choices (tests; a 2-core CPU), not the paper's budget
-    "smoke": dict(steps=30, batch_size=16, rollouts_per_network=2, eval_rollouts=4, eval_every=15,
-                  checkpoint_every=15, emulator_hidden=32, emulator_layers=1),
-    # sized for a 2-core CPU: ~0.2 s a step with any encoder (1 torch thread), minutes a run
-    "quick": dict(steps=1000, emulator_hidden=96, eval_rollouts=8),
-    # the published code's budget (training_script.py, training_configs.py): 100 000 steps of 64
-    # networks x 1 rollout, AdamW lr 1e-4, weight decay 0.01, clip 0.1 per module, emulator LSTM
-    # 256 x 2, evaluated every 1000 steps, the best validation state kept, no early stopping
-    "paper": dict(steps=100_000, lr=1e-4, rollouts_per_network=1, eval_rollouts=100, eval_every=1000,
-                  patience=0, checkpoint_every=1000, emulator_hidden=256, emulator_layers=2),
-}
+
+#: how the OOD set is halved between a downstream predictor's training and test data
+#: (``wspace.evaluation.downstream``): by task (published) or by network
+OOD_HALVES = ("task", "network")
+
+
+@attrs.frozen
+class DownstreamConfig:
+    """Property prediction from z: heads on the frozen z, and the supervised baseline (the same
+    encoder trained end to end with the head)."""
+
+    head_hidden: int = attrs.field(default=128, validator=_positive_int)
+    frozen_steps: int = attrs.field(default=1000, validator=_positive_int)  # full-batch steps of a head on frozen z
+    frozen_lr: float = attrs.field(default=1e-3, validator=_positive_float)
+    supervised_steps: int = attrs.field(default=600, validator=_positive_int)  # minibatch steps, end to end
+    supervised_lr: float = attrs.field(default=1e-3, validator=_positive_float)
+    batch_size: int = attrs.field(default=64, validator=_positive_int)
+    weight_decay: float = attrs.field(default=0.01, validator=_non_negative_float)
+    #: how the OOD set is halved between the predictor's training and test data: "task"
+    #: (published) or "network" (see ``wspace.evaluation.downstream``)
+    ood_half: str = attrs.field(default="task", validator=_one_of(*OOD_HALVES))
+
+
+def _table(instance, attribute, value):
+    if not isinstance(value, dict):
+        raise WspaceError(f"{attribute.name} must be a table of settings, got {value!r}")
+
+
+@attrs.frozen
+class ZooSettings:
+    """The zoo a run learns from, less what the run names itself (task, architecture, device):
+    ``wspace.zoo.build.zoo_config`` makes the ``ZooConfig`` of it. ``steps`` sets the training
+    schedule (the paper's, scaled: ``scaled_schedule``); ``task_settings`` go to the task family."""
+
+    num_models: int = attrs.field(validator=_positive_int)
+    chunk_size: int = attrs.field(validator=_positive_int)  # networks trained at once and committed together
+    steps: int = attrs.field(validator=_positive_int)  # training steps of each network
+    num_rollouts: int = attrs.field(validator=_positive_int)  # stored rollouts of each snapshot
+    hidden_size: int = attrs.field(default=32, validator=_positive_int)
+    num_layers: int = attrs.field(default=2, validator=_positive_int)
+    seed: int = attrs.field(default=0, validator=_non_negative_int)
+    split_fractions: tuple[float, float, float] = attrs.field(default=(0.7, 0.15, 0.15), converter=tuple)
+    data_block: int = attrs.field(default=10, validator=_positive_int)
+    task_settings: dict[str, Any] = attrs.field(factory=dict, validator=_table)
 
 
 @attrs.frozen
 class RunConfig:
-    """Everything `wspace run` needs; ``attrs.asdict`` of it is logged as MLflow params."""
+    """Everything `wspace run` needs; ``attrs.asdict`` of it is logged as MLflow params. Sections
+    left out default to the preset's values (for the task family, on the device)."""
 
     arch: str = "lstm"
     task: str = "formal_languages"
@@ -134,19 +169,41 @@ class RunConfig:
     seed: int = attrs.field(default=0, validator=check_seed_field)
     z_dim: int = attrs.field(default=16, validator=_positive_int)
     device: str = attrs.field(default="cpu", validator=check_device)
-    zoo: dict[str, Any] = attrs.field(factory=dict)  # overrides of the zoo preset (num_models, steps, ...)
+    zoo: ZooSettings = attrs.field(validator=attrs.validators.instance_of(ZooSettings))
     zoo_path: str | None = None  # an existing zoo directory to learn from instead of the preset's
-    task_settings: dict[str, Any] = attrs.field(factory=dict)
-    encoder_options: dict[str, Any] = attrs.field(factory=dict)
-    pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
+    #: options of the encoder plugin, which sizes itself from the preset and these
+    #: (its own attrs config class, e.g. ``wspace_probing.config.ProbingConfig``)
+    encoder_options: dict[str, Any] = attrs.field(factory=dict, validator=_table)
+    pretrain: PretrainConfig = attrs.field(validator=attrs.validators.instance_of(PretrainConfig))
+    downstream: DownstreamConfig = attrs.field(validator=attrs.validators.instance_of(DownstreamConfig))
     out_dir: str = "wspace_runs"
     tracking_uri: str | None = None
     tracking: bool = True
     experiment: str = "wspace"
 
+    @zoo.default
+    def _preset_zoo(self) -> ZooSettings:
+        return zoo_settings(self.task, self.preset, self.device)
 
+    @pretrain.default
+    def _preset_pretrain(self) -> PretrainConfig:
+        return PretrainConfig(**section_presets(self.task, self.preset, self.device)["pretrain"])
+
+    @downstream.default
+    def _preset_downstream(self) -> DownstreamConfig:
+        return DownstreamConfig(**section_presets(self.task, self.preset, self.device)["downstream"])
+
+
+#: the sections of a run configuration (tables of a TOML file), by field name
+SECTIONS: dict[str, type] = {"zoo": ZooSettings, "pretrain": PretrainConfig, "downstream": DownstreamConfig}
+#: the top-level settings that are plain values, with the type a TOML file must give
+_TOP_TYPES = {f.name: (str if f.default is None else type(f.default)) for f in attrs.fields(RunConfig)
+              if f.name not in SECTIONS and f.name != "encoder_options"}
 _TOP_KEYS = {f.name for f in attrs.fields(RunConfig)}
-_PRETRAIN_KEYS = {f.name for f in attrs.fields(PretrainConfig)}
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in attrs.fields(cls)}
 
 
 def _check_keys(given: dict, allowed: set[str], where: str, source: str) -> None:
@@ -159,7 +216,9 @@ def _check_keys(given: dict, allowed: set[str], where: str, source: str) -> None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a run configuration file, refusing unknown keys and wrong types with the key named."""
+    """Read a run configuration file, refusing unknown keys and wrong types with the key named.
+    Tables: ``[zoo]`` (with ``[zoo.task_settings]``), ``[pretrain]``, ``[downstream]``,
+    ``[encoder_options]``; everything else is a top-level value."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -167,48 +226,126 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise WspaceError(f"config file {path} does not exist; pass an existing TOML file to --config") from None
     except tomllib.TOMLDecodeError as err:
         raise WspaceError(f"config file {path} is not valid TOML: {err}") from None
+    if "task_settings" in data:
+        raise WspaceError(f"{path}: task settings are part of the zoo; write them as [zoo.task_settings]")
     _check_keys(data, _TOP_KEYS, "the top level", str(path))
-    if "pretrain" in data:
-        if not isinstance(data["pretrain"], dict):
-            raise WspaceError(f"{path}: 'pretrain' must be a table ([pretrain])")
-        _check_keys(data["pretrain"], _PRETRAIN_KEYS, "[pretrain]", str(path))
-    for table in ("zoo", "task_settings", "encoder_options"):
+    for table in (*SECTIONS, "encoder_options"):
         if table in data and not isinstance(data[table], dict):
             raise WspaceError(f"{path}: {table!r} must be a table ([{table}])")
-    defaults = attrs.asdict(RunConfig(), recurse=False)
-    for key, value in data.items():
-        if key in ("tracking_uri", "zoo_path"):
-            if not isinstance(value, str):
-                raise WspaceError(f"{path}: {key!r} must be a string, got {value!r}")
-            continue
-        if key in ("pretrain", "zoo", "task_settings", "encoder_options"):
-            continue
-        expected = type(defaults[key])
+    for table in ("pretrain", "downstream"):
+        _check_keys(data.get(table, {}), _field_names(SECTIONS[table]), f"[{table}]", str(path))
+    for key, expected in _TOP_TYPES.items():
+        value = data.get(key, expected())
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise WspaceError(f"{path}: {key!r} must be of type {expected.__name__}, got {value!r}")
     return data
 
 
-def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
-    """preset < file < flags. ``flags`` uses RunConfig field names plus ``pretrain.<field>`` keys
-    (e.g. ``{"pretrain.steps": 100}``); None means "not given". The preset comes from the flags,
-    else the file, else "quick"."""
-    file_values = dict(file_values or {})
-    flag_preset, file_preset = flags.pop("preset", None), file_values.pop("preset", None)
-    preset = flag_preset or file_preset or "quick"
-    _preset(None, attrs.fields(RunConfig).preset, preset)
-    pretrain = dict(PRETRAIN_PRESETS[preset])
-    pretrain.update(file_values.pop("pretrain", {}))
-    top = dict(file_values)
-    for key, value in flags.items():
+def _merge(values: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``layer`` on top (None: not given); tables (task settings) merge key by key."""
+    merged = dict(values)
+    for key, value in layer.items():
         if value is None:
             continue
-        if key.startswith("pretrain."):
-            pretrain[key.split(".", 1)[1]] = value
-        elif key in ("zoo", "task_settings", "encoder_options"):
-            top[key] = {**top.get(key, {}), **value}
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_tables else value
+    return merged
+
+
+def zoo_settings(task: str, preset: str, device: str, *layers: dict[str, Any]) -> ZooSettings:
+    """The zoo settings of ``preset`` for ``task`` on ``device`` with each of ``layers`` winning
+    over the one before. A preset chunk larger than an overridden ``num_models`` shrinks to it."""
+    valid = _field_names(ZooSettings)
+    values = section_presets(task, preset, device)["zoo"]
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise WspaceError(f"task family {task!r} declares unknown zoo setting(s) {', '.join(unknown)} for "
+                          f"preset {preset!r}; valid: {', '.join(sorted(valid))}")
+    for layer in layers:
+        unknown = sorted(set(layer) - valid)
+        if unknown:
+            raise WspaceError(f"unknown zoo setting(s) {', '.join(unknown)}; "
+                              f"valid: {', '.join(sorted(valid))}")
+        values = _merge(values, layer)
+    if not any(layer.get("chunk_size") is not None for layer in layers):
+        values["chunk_size"] = min(values["chunk_size"], values["num_models"])
+    return ZooSettings(**values)
+
+
+def _split_layer(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A layer of settings -> (top-level values, {section: values}). Sections come as tables
+    (``{"pretrain": {...}}``) or dotted keys (``{"pretrain.steps": 7}``)."""
+    top, sections = {}, {name: {} for name in SECTIONS}
+    for key, value in values.items():
+        section, _, field = key.partition(".")
+        if field and section in SECTIONS:
+            sections[section][field] = value
+        elif key in SECTIONS and value is not None:
+            sections[key] = _merge(sections[key], value)
         else:
             top[key] = value
-    _check_keys(pretrain, _PRETRAIN_KEYS, "pretrain settings", "configuration")
-    _check_keys(top, _TOP_KEYS - {"pretrain", "preset"}, "run settings", "configuration")
-    return RunConfig(preset=preset, pretrain=PretrainConfig(**pretrain), **top)
+    return top, sections
+
+
+def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
+    """preset < file < flags. ``file_values`` as ``load_toml`` returns them; ``flags`` uses
+    RunConfig field names, section tables (``zoo={...}``) and ``<section>.<field>`` keys (e.g.
+    ``{"pretrain.steps": 100}``); None means "not given". The preset comes from the flags, else
+    the file, else "quick"."""
+    layers = [_split_layer(dict(file_values or {})), _split_layer(flags)]
+    top: dict[str, Any] = {}
+    for values, _ in layers:
+        top = _merge(top, values)
+    preset = top.pop("preset", None) or attrs.fields(RunConfig).preset.default
+    check_preset(preset)
+    _check_keys(top, _TOP_KEYS - set(SECTIONS) - {"preset"}, "run settings", "configuration")
+    task = top.get("task", attrs.fields(RunConfig).task.default)
+    device = top.get("device", attrs.fields(RunConfig).device.default)
+    presets = section_presets(task, preset, device)
+    sections: dict[str, Any] = {"zoo": zoo_settings(task, preset, device, *(s["zoo"] for _, s in layers))}
+    for name in ("pretrain", "downstream"):
+        values = presets[name]
+        for _, layer in layers:
+            _check_keys(layer[name], _field_names(SECTIONS[name]), f"{name} settings", "configuration")
+            values = _merge(values, layer[name])
+        sections[name] = SECTIONS[name](**values)
+    return RunConfig(preset=preset, **sections, **top)
+
+
+# ---- stored configurations (config.json of a run directory, the encoder checkpoint) -------------
+
+#: what a stored configuration without these keys was trained with (wspace before it defaulted to
+#: the published code's choices): resuming it keeps its objective and clipping
+EARLIER_PRETRAIN_CHOICES = {"loss_positions": "masked", "grad_clip_scope": "joint"}
+
+
+def with_earlier_choices(raw: dict) -> dict:
+    """A stored configuration in the layout of today's ``attrs.asdict(RunConfig)``. One written
+    before ``loss_positions`` existed gets the pretraining choices it was trained with, not
+    today's defaults; one written before the zoo section was typed (its ``zoo`` the overrides of
+    the preset, ``task_settings`` beside it) gets them as zoo overrides, which give the same zoo."""
+    raw = dict(raw)
+    pretrain = raw.get("pretrain")
+    if isinstance(pretrain, dict) and "loss_positions" not in pretrain:
+        raw["pretrain"] = {**EARLIER_PRETRAIN_CHOICES, **pretrain}
+    if "task_settings" in raw:
+        settings = raw.pop("task_settings")
+        zoo = raw.get("zoo", {})
+        if settings and isinstance(zoo, dict):
+            raw["zoo"] = {**zoo, "task_settings": settings}
+    return raw
+
+
+def config_from_dict(raw, source: str) -> RunConfig:
+    """A RunConfig from its stored plain data (``attrs.asdict``), checked like a configuration
+    file; ``resolve(attrs.asdict(config))`` gives ``config`` back."""
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(name, {}), dict) for name in SECTIONS):
+        raise WspaceError(f"{source} does not hold a run configuration; start a new run")
+    raw = with_earlier_choices(raw)
+    try:
+        return resolve(raw)
+    except WspaceError as err:
+        raise WspaceError(f"{source}: {err}") from None
+    except TypeError as err:
+        raise WspaceError(f"{source} holds a configuration this wspace cannot read ({err}); start a new run") from None
+

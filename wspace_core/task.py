@@ -4,7 +4,7 @@ how they are scored, the rollouts an emulator learns from, and what can be predi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -85,6 +85,10 @@ class TaskFamily(ABC):
     #: which of the paper's zoos this family reproduces (its claims and figures about that zoo
     #: apply); None for a family of its own
     paper_zoo: ClassVar[str | None] = None
+    #: what this family's zoo differs in at each preset (``wspace_core.presets.PRESETS``) from the
+    #: application's sizes for that preset: zoo settings (e.g. ``num_models``) and ``task_settings``
+    #: (e.g. a smaller evaluation set at the small presets). A preset left out: no differences.
+    zoo_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     input_size: int
     output_size: int

@@ -7,10 +7,8 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 
+from wspace_core.presets import PRESETS
 from wspace_core.registry import WspaceError
-
-#: the presets every encoder config knows
-PRESETS: tuple[str, ...] = ("smoke", "quick", "paper")
 
 C = TypeVar("C", bound="PresetConfig")
 
@@ -53,7 +51,8 @@ def boolean(value: Any) -> bool:
 class PresetConfig:
     """Mixin for attrs config classes: ``for_preset(name)`` and ``from_options(preset, options)``.
 
-    Subclasses set ``presets``: preset name -> field values that differ from the defaults."""
+    Subclasses set ``presets``: preset name (``wspace_core.presets.PRESETS``) -> field values that
+    differ from the defaults."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -89,6 +89,7 @@ class ProbingConfig:
     answers: str = attrs.field(default="raw", validator=_answers)
 
 
+#: the sizes at each preset (``wspace_core.presets.PRESETS``)
 PRESETS: dict[str, ProbingConfig] = {
     # the published interactive_1 / noninteractive_1 configs: core 256 x 2, MLPs 128 x 1, P = 1 (the
     # argparse default of training_script.py, and the base its length ablations are built from;

@@ -11,9 +11,7 @@ from pathlib import Path
 import click
 
 from wspace.cli.run import Progress, config_from_options, run_options
-
-#: seeds per encoder by default: the paper's 15 at the paper preset, a few at the small presets
-PAPER_SEEDS, QUICK_SEEDS = 15, 3
+from wspace.presets import COMPARE_SEEDS
 
 
 class _RecordingCommand(click.Command):
@@ -34,7 +32,7 @@ def _command_line(ctx: click.Context) -> str:
                    "no_information baseline, which always runs.")
 @click.option("--seeds", "seeds_spec", default=None,
               help="Number of pretraining seeds (--seed, --seed+1, ...), or a comma list of seeds "
-                   f"(default: {PAPER_SEEDS}, the paper's, with --preset paper; {QUICK_SEEDS} otherwise).")
+                   f"(default: {COMPARE_SEEDS['paper']}, the paper's, with --preset paper; {COMPARE_SEEDS['quick']} otherwise).")
 @click.option("--out", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Report directory (default: <out-dir>/reports/<time>-compare-<task>).")
 @click.option("--skip-supervised", is_flag=True, default=False,
@@ -66,7 +64,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     config = config_from_options(None, opts)
     encoders = parse_encoders(encoders_spec)
     if seeds_spec is None:
-        seeds_spec = PAPER_SEEDS if config.preset == "paper" else QUICK_SEEDS
+        seeds_spec = COMPARE_SEEDS[config.preset]
     seeds = parse_seeds(seeds_spec, config.seed)
     # unknown names, the device, sizes and where the report goes fail before any work
     check_run(config, {name: encoder_options_for(name, config.encoder_options) for name in (BASELINE, *encoders)})

@@ -83,10 +83,9 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print, zoo_p
     import attrs
     import torch
 
-    from wspace.config import require_device
+    from wspace.config import config_from_dict, require_device
     from wspace.training.checkpoint import load_checkpoint
     from wspace.training.pretrain import build_encoder, encoder_context
-    from wspace.experiment.run import config_from_dict
     from wspace.validation import check_encoder_fits
 
     require_device(device)
@@ -131,12 +130,12 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print, zoo_p
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def predict_command(run_ref, properties, supervised, tracking_uri, zoo_path, device, as_json):
     """Train predictor heads on a pretrained encoder's frozen z and report validation and OOD-half figures."""
-    from wspace.evaluation.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, predict_supervised, properties_of
+    from wspace.evaluation.downstream import headline, predict_frozen, predict_supervised, properties_of
 
     config, zoo, encoder = load_pretrained(run_ref, tracking_uri, echo=lambda m: click.echo(m, err=True),
                                            zoo_path=zoo_path, device=device)
     specs = properties_of(zoo, properties)
-    dcfg = DOWNSTREAM_PRESETS[config.preset]
+    dcfg = config.downstream
     results = {"frozen": predict_frozen(encoder, zoo, specs, dcfg, seed=config.seed, device=config.device)}
     if supervised:
         results["supervised"] = {

@@ -9,7 +9,8 @@ import click
 
 from wspace.cli.options import key_values
 from wspace.cli.progress import ProgressLine
-from wspace.config import PRESETS, load_toml, resolve
+from wspace.config import load_toml, resolve
+from wspace_core.presets import PRESETS
 from wspace_core.registry import WspaceError
 
 
@@ -64,8 +65,8 @@ def config_from_options(encoder: str | None, opts: dict):
     encoder_options = key_values(opts.get("encoder_option", ()), "--encoder-option")
     if opts.get("probing_strategy"):
         encoder_options["probing_strategy"] = opts["probing_strategy"]
-    zoo = {k: v for k, v in (("num_models", opts.get("zoo_models")), ("steps", opts.get("zoo_steps")),
-                             ("seed", opts.get("zoo_seed"))) if v is not None}
+    zoo = {"num_models": opts.get("zoo_models"), "steps": opts.get("zoo_steps"), "seed": opts.get("zoo_seed"),
+           "task_settings": key_values(opts.get("task_setting", ()), "--task-setting") or None}
     arch, task = opts.get("arch"), opts.get("task")
     if opts.get("zoo_path"):  # the zoo says what it holds, unless the flags say otherwise
         from wspace.zoo.manifest import read_manifest
@@ -79,8 +80,7 @@ def config_from_options(encoder: str | None, opts: dict):
         "device": opts.get("device"), "out_dir": opts.get("out_dir"),
         "tracking_uri": opts.get("tracking_uri"), "experiment": opts.get("experiment"),
         "tracking": False if opts.get("no_tracking") else None,
-        "zoo": zoo or None, "encoder_options": encoder_options or None,
-        "task_settings": key_values(opts.get("task_setting", ()), "--task-setting") or None,
+        "zoo": zoo, "encoder_options": encoder_options or None,
         "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
         "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
         "pretrain.loss_positions": opts.get("loss_positions"),

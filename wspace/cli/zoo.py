@@ -9,6 +9,7 @@ import time
 
 import click
 
+from wspace_core.presets import PRESETS
 from wspace_core.registry import WspaceError
 
 
@@ -87,7 +88,7 @@ class BuildProgressBar:
 @zoo.command(name="build")
 @click.option("--arch", default="lstm", show_default=True, help="Architecture plugin (see `wspace list architectures`).")
 @click.option("--task", required=True, help="Task family plugin (see `wspace list tasks`), e.g. formal_languages.")
-@click.option("--preset", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+@click.option("--preset", type=click.Choice(PRESETS), default="quick", show_default=True,
               help="Scale: smoke (seconds, for tests), quick (minutes on a laptop CPU), paper (the paper's zoo).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole build.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import attrs
 import numpy as np
 import torch
 
+from wspace.config import OOD_HALVES, DownstreamConfig
 from wspace_core.encoder import Encoder
 from wspace_core.heads import encode_targets, head_for, headline_metrics
 from wspace.training.pretrain import ZooSplit, build_encoder, embed, encoder_context
@@ -29,33 +29,6 @@ from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, PropertySpec
 
 EVAL_SPLITS = ("validation", "ood")
-OOD_HALVES = ("task", "network")
-
-
-def _ood_half(instance, attribute, value):
-    if value not in OOD_HALVES:
-        raise WspaceError(f"ood_half must be one of {', '.join(OOD_HALVES)}, got {value!r}")
-
-
-@attrs.frozen
-class DownstreamConfig:
-    head_hidden: int = 128
-    frozen_steps: int = 1000  # full-batch steps of a head on frozen z
-    frozen_lr: float = 1e-3
-    supervised_steps: int = 600  # minibatch steps of encoder + head, end to end
-    supervised_lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 0.01
-    #: how the OOD set is halved between the predictor's training and test data: "task"
-    #: (published) or "network" (see the module docstring)
-    ood_half: str = attrs.field(default="task", validator=_ood_half)
-
-
-DOWNSTREAM_PRESETS = {
-    "smoke": DownstreamConfig(frozen_steps=50, supervised_steps=20, batch_size=16),
-    "quick": DownstreamConfig(),
-    "paper": DownstreamConfig(frozen_steps=5000, supervised_steps=20_000, supervised_lr=1e-4),
-}
 
 
 def ood_training_models(zoo, seed: int = 0, ood_half: str = "task") -> np.ndarray:

@@ -27,7 +27,7 @@ import torch
 
 from wspace_core import plugins
 from wspace.config import RunConfig
-from wspace.evaluation.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, predict_supervised, properties_of
+from wspace.evaluation.downstream import headline, predict_frozen, predict_supervised, properties_of
 from wspace_core.encoder import BlackBox, FunctionalistEncoder
 from wspace.evaluation.permutation_table import incomplete_summary, permutation_table, pick_networks
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
@@ -163,7 +163,7 @@ def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_i
                   "mlflow_run_id": str(child_id) or None}
         fidelity = None
         specs = properties_of(zoo)
-        dcfg = DOWNSTREAM_PRESETS[run_cfg.preset]
+        dcfg = run_cfg.downstream
         if name == BASELINE:  # a head on a z that carries nothing: the chance level of every property
             echo(f"  {name}: property prediction (the chance level)")
             record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from wspace.training import distributed
-from wspace.config import RunConfig
-from wspace.evaluation.downstream import DOWNSTREAM_PRESETS, headline, predict_frozen, properties_of
+from wspace.config import RunConfig, config_from_dict
+from wspace.evaluation.downstream import headline, predict_frozen, properties_of
 from wspace.training.emulation import EmulatorArchitecture
 from wspace.training.pretrain import PretrainResult, ZooSplit, build_encoder, embed, encoder_context, pretrain
 from wspace_core.registry import WspaceError
@@ -34,12 +34,9 @@ def _digest(data) -> str:
 
 
 def zoo_config_for(config: RunConfig):
-    from wspace.zoo.build import preset_config
+    from wspace.zoo.build import zoo_config
 
-    overrides = {"arch": config.arch, "device": config.device, **config.zoo}
-    if config.task_settings:
-        overrides["task_settings"] = config.task_settings
-    return preset_config(config.task, config.preset, **overrides)
+    return zoo_config(config.task, config.zoo, config.arch, config.device)
 
 
 def zoo_path_for(config: RunConfig, zoo_config=None) -> Path:
@@ -255,7 +252,7 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
 
         echo("predicting properties from the frozen z")
         downstream = predict_frozen(result.encoder, zoo, properties_of(zoo),
-                                    DOWNSTREAM_PRESETS[config.preset], seed=config.seed, device=config.device)
+                                    config.downstream, seed=config.seed, device=config.device)
         tracker.log_metrics({f"downstream/{prop}/{split}/{k}": v for prop, splits in downstream.items()
                              for split, ms in splits.items() for k, v in ms.items()}, result.best_step)
         objective = result.objective_metric
@@ -380,35 +377,6 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     except (OSError, ValueError) as err:
         raise WspaceError(f"{path} is damaged ({err}); the run cannot be continued: start a new run") from None
     return config_from_dict(raw, str(path))
-
-
-#: what a stored configuration without these keys was trained with (wspace before it defaulted to
-#: the published code's choices): resuming it keeps its objective and clipping
-EARLIER_PRETRAIN_CHOICES = {"loss_positions": "masked", "grad_clip_scope": "joint"}
-
-
-def with_earlier_choices(raw: dict) -> dict:
-    """A stored configuration (config.json) written before ``loss_positions`` existed gets the
-    choices it was trained with, not today's defaults."""
-    pretrain = raw.get("pretrain")
-    if not isinstance(pretrain, dict) or "loss_positions" in pretrain:
-        return raw
-    return {**raw, "pretrain": {**EARLIER_PRETRAIN_CHOICES, **pretrain}}
-
-
-def config_from_dict(raw, source: str) -> RunConfig:
-    """A RunConfig from its stored plain data (``attrs.asdict``), checked like a configuration file."""
-    from wspace.config import resolve
-
-    if not isinstance(raw, dict) or not isinstance(raw.get("pretrain", {}), dict):
-        raise WspaceError(f"{source} does not hold a run configuration; start a new run")
-    raw = with_earlier_choices(raw)
-    try:
-        return resolve(raw)
-    except WspaceError as err:
-        raise WspaceError(f"{source}: {err}") from None
-    except TypeError as err:
-        raise WspaceError(f"{source} holds a configuration this wspace cannot read ({err}); start a new run") from None
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:

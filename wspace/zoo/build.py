@@ -32,17 +32,14 @@ from einops import rearrange
 
 from wspace_core import plugins
 from wspace_core.architecture import Architecture, Sizes
-from wspace.config import check_device
+from wspace.config import ZooSettings, check_device, zoo_settings
+from wspace.presets import PAPER_LR_POINTS, PAPER_SNAPSHOTS, PAPER_STEPS
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily, TrainingSchedule
 from wspace_core.validators import non_negative_int, positive_int
 from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
-
-PAPER_STEPS = 20_000
-PAPER_SNAPSHOTS = (0, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000)
-PAPER_LR_POINTS = ((0, 0.01), (10_000, 0.003), (20_000, 0.0003))
 
 #: seconds between progress reports while a chunk trains
 PROGRESS_INTERVAL_S = 0.5
@@ -130,66 +127,26 @@ def scaled_schedule(steps: int, batch_size: int = 32, weight_decay: float = 1e-4
                             lr_points=tuple(lr), weight_decay=weight_decay)
 
 
-@attrs.frozen
-class Preset:
-    """A named scale: ZooConfig fields (and ``steps``) for every family, then per family its
-    own field values and task settings on top."""
-
-    fields: dict[str, Any]
-    families: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-
-    def values_for(self, task: str) -> dict[str, Any]:
-        values = dict(self.fields)
-        values.update(self.families.get(task, {}))
-        return values
-
-
-#: Hidden 32, 2 layers, batch 32 everywhere. "quick" is sized for a 2-core laptop CPU (about
-#: 3-4 minutes per zoo, measured), "smoke" for tests (seconds), "paper" is the paper's zoo.
-PRESETS: dict[str, Preset] = {
-    # 12 models: the published split of 12 tasks has 1 validation and 3 OOD tasks (the OOD halves need 2)
-    "smoke": Preset(dict(num_models=12, chunk_size=4, steps=30, num_rollouts=4), {
-        "formal_languages": dict(task_settings={"num_eval_strings": 32}),
-        "tiled_mnist": dict(task_settings={"num_eval_images": 32}),
-    }),
-    # Measured on 2 cores (snapshots at 0, 10 %, 25 %, 50 %, 100 % of training): formal_languages
-    # performance 0.01 -> 0.45 -> 0.84 -> 0.95 -> 0.97; tiled_mnist accuracy 0.10 -> 0.38 ->
-    # 0.66 -> 0.83 -> 0.89. Sizes are multiples of 2 x CPU_GROUP_SIZE: equal shares for 2 cores.
-    "quick": Preset(dict(num_models=128, chunk_size=128, steps=1500, num_rollouts=100), {
-        "formal_languages": dict(task_settings={"num_eval_strings": 500}),
-        "tiled_mnist": dict(num_models=64, chunk_size=64, task_settings={"num_eval_images": 200}),
-    }),
-    "paper": Preset(dict(num_models=1000, chunk_size=100, steps=PAPER_STEPS, num_rollouts=100)),
-}
-#: the paper preset's chunk on a GPU: all 1000 models at once
-PAPER_GPU_CHUNK = 1000
-
-
 def preset_config(task: str, preset: str = "quick", **overrides: Any) -> ZooConfig:
-    """The zoo config of ``preset`` for ``task``, with ``overrides`` winning: any ZooConfig
-    field, or ``steps`` (snapshot steps and learning-rate points then scale with it).
-    ``task_settings`` overrides merge into the preset's settings for the family.
+    """The zoo config of ``preset`` for ``task`` (``wspace.presets``), with ``overrides`` winning:
+    any ZooConfig field, or ``steps`` (snapshot steps and learning-rate points then scale with
+    it). ``task_settings`` overrides merge into the preset's settings for the family.
     A preset chunk larger than an overridden ``num_models`` shrinks to it."""
-    if preset not in PRESETS:
-        raise WspaceError(f"unknown zoo preset {preset!r}; presets: {', '.join(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    known = {f.name for f in attrs.fields(ZooConfig)} - {"task"}
-    unknown = sorted(set(overrides) - known - {"steps"})
-    if unknown:
-        raise WspaceError(f"unknown zoo setting(s) {', '.join(unknown)}; valid: steps, {', '.join(sorted(known))}")
     if "schedule" in overrides and "steps" in overrides:
         raise WspaceError("give either steps or schedule, not both")
-    values = PRESETS[preset].values_for(task)
-    if preset == "paper" and str(overrides.get("device", "cpu")).startswith("cuda"):
-        values["chunk_size"] = PAPER_GPU_CHUNK
-    settings = dict(values.pop("task_settings", {}))
-    settings.update(overrides.pop("task_settings", {}) or {})
-    values.update(overrides)
+    arch, device = overrides.pop("arch", "lstm"), overrides.pop("device", "cpu")
+    schedule = overrides.pop("schedule", None)
+    return zoo_config(task, zoo_settings(task, preset, device, overrides), arch, device, schedule)
+
+
+def zoo_config(task: str, settings: ZooSettings, arch: str, device: str,
+               schedule: TrainingSchedule | None = None) -> ZooConfig:
+    """The ZooConfig of a run's zoo settings: the schedule is the paper's scaled to
+    ``settings.steps`` unless one is given."""
+    values = attrs.asdict(settings, recurse=False)
     steps = values.pop("steps")
-    values.setdefault("schedule", scaled_schedule(steps))
-    if "chunk_size" not in overrides:
-        values["chunk_size"] = min(values["chunk_size"], values["num_models"])
-    return ZooConfig(task=task, task_settings=settings, **values)
+    return ZooConfig(task=task, arch=arch, device=device, schedule=schedule or scaled_schedule(steps), **values)
 
 
 # ---- tasks, components ------------------------------------------------------------------------

@@ -359,3 +359,14 @@ def test_a_plugin_family_reads_its_own_published_zoo(tmp_path, register_plugin, 
     with pytest.raises(WspaceError, match=r"renamed_mnist: run_steps\.npy.*give --task formal_languages or "
                                           r"renamed_mnist or tiled_mnist"):
         import_paper(tmp_path / "neither", tmp_path / "z")
+
+
+def test_cli_task_names_a_registered_family_that_reads_published_files(tmp_path):
+    """--task is checked against the registry (a plugin family that reads published files is
+    accepted the same way), with the families named and nothing written."""
+    (tmp_path / "published").mkdir()
+    result = CliRunner().invoke(cli, ["zoo", "import-paper", str(tmp_path / "published"), str(tmp_path / "zoo"),
+                                      "--task", "nope"])
+    assert result.exit_code != 0
+    assert "the paper published zoos for formal_languages, tiled_mnist; got task 'nope'" in result.output
+    assert not (tmp_path / "zoo").exists()

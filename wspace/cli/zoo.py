@@ -188,8 +188,9 @@ def verify_command(path):
 @zoo.command(name="import-paper")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--task", default=None, type=click.Choice(["formal_languages", "tiled_mnist"]),
-              help="Which published zoo SRC holds (default: read from its files).")
+@click.option("--task", default=None,
+              help="Task family of the published zoo in SRC: a registered family that reads published "
+                   "files (formal_languages, tiled_mnist; default: read from its files).")
 @click.option("--arch", default="lstm", show_default=True, help="Architecture plugin of the stored weights.")
 @click.option("--hidden-size", type=int, default=None, help="Hidden size (inferred from the weights if unique).")
 @click.option("--num-layers", type=int, default=None, help="Recurrent layers (inferred if unique).")

@@ -19,6 +19,7 @@ from wspace_core.registry import WspaceError
 from wspace.presets import section_presets
 from wspace.validation import check_seed_field
 from wspace_core.validators import (
+    boolean,
     non_negative_int as _non_negative_int, non_negative_number as _non_negative_float, one_of as _one_of,
     positive_int as _positive_int, positive_number as _positive_float,
 )
@@ -65,11 +66,6 @@ def _preset(instance, attribute, value):
     check_preset(value)
 
 
-def _boolean(instance, attribute, value):
-    if not isinstance(value, bool):
-        raise WspaceError(f"{attribute.name} must be true or false, got {value!r}")
-
-
 #: how gradient clipping applies: to the encoder and the emulator each on its own (the published
 #: code: two ``clip_grad_norm_`` calls), or to their parameters as one vector (wspace's option)
 GRAD_CLIP_SCOPES = ("per_module", "joint")
@@ -108,7 +104,7 @@ class PretrainConfig:
     #: where z enters the emulator: "bos", the first input only (published default), or "every_step"
     emulator_condition: str = attrs.field(default="bos", validator=_one_of(*EMULATOR_CONDITIONS))
     #: forget-gate biases of the emulator set to 1 at initialisation (off in the published configs)
-    emulator_open_forget_gates: bool = attrs.field(default=False, validator=_boolean)
+    emulator_open_forget_gates: bool = attrs.field(default=False, validator=boolean)
 
 
 

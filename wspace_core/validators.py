@@ -75,3 +75,4 @@ positive_number = number_in(0, float("inf"), "{name} must be a positive (finite)
 #: NaN passes (as ever: a NaN is not below 0)
 non_negative_number = Check(lambda value: is_number(value) and not value < 0,
                             "{name} must be a non-negative number, got {value!r}")
+boolean = Check(lambda value: isinstance(value, bool), "{name} must be true or false, got {value!r}")

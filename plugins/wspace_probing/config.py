@@ -8,6 +8,7 @@ import attrs
 
 from wspace_core.encoder import EncoderContext
 from wspace_core.registry import WspaceError
+from wspace_core.validators import int_at_least
 
 
 def _to_int(value: Any) -> Any:
@@ -17,10 +18,7 @@ def _to_int(value: Any) -> Any:
     return value
 
 
-def _positive(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise WspaceError(f"probing encoder option {attribute.name} must be a positive integer, "
-                          f"got {value!r}")
+_positive = int_at_least(1, "probing encoder option {name} must be a positive integer, got {value!r}")
 
 
 #: the longest probing sequence accepted: every step runs the target networks once more and the
@@ -39,10 +37,7 @@ def _length(instance, attribute, value):
                           f"for tiled MNIST): pass a shorter --encoder-option length=N")
 
 
-def _hidden_layers(instance, attribute, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise WspaceError(f"probing encoder option {attribute.name} must be an integer >= 0, "
-                          f"got {value!r}")
+_hidden_layers = int_at_least(0, "probing encoder option {name} must be an integer >= 0, got {value!r}")
 
 
 def _optional_name(instance, attribute, value):

@@ -11,6 +11,7 @@ from torch import nn
 
 from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec
+from wspace_core.validators import one_of
 
 #: which rollout steps an emulation loss averages over: "all" of them (the published code: every
 #: one of the T positions, nothing masked after EOS), or "masked", the steps the task family's
@@ -18,9 +19,7 @@ from wspace_core.task import PropertySpec
 POSITIONS = ("all", "masked")
 
 
-def _check_positions(instance, attribute, value):
-    if value not in POSITIONS:
-        raise WspaceError(f"{attribute.name} must be one of {', '.join(POSITIONS)}, got {value!r}")
+_check_positions = one_of(*POSITIONS)
 
 
 @attrs.frozen

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from wspace_core.registry import WspaceError
 from wspace_core.task import PropertySpec
 from wspace_core.validators import one_of
 

@@ -75,6 +75,8 @@ class Encoder(nn.Module):
     kind: ClassVar[Literal["mechanistic", "functionalist"]]
     #: whether training should apply random hidden-neuron permutations as augmentation
     permutation_augmentation: ClassVar[bool] = False
+    #: the part this encoder plays in an experiment, if any (e.g. "baseline": the floor every encoder must beat)
+    role: ClassVar[str | None] = None
 
     def __init__(self, context: EncoderContext):
         super().__init__()

@@ -10,6 +10,8 @@ from wspace_core.hookspecs import hookimpl
 class NoInformation(MechanisticEncoder):
     """The floor: one learned z for every network, so the emulator can only learn the average behaviour."""
 
+    role = "baseline"
+
     def __init__(self, context):
         super().__init__(context)
         self.z = nn.Parameter(torch.randn(context.z_dim) / context.z_dim**0.5)

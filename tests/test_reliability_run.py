@@ -178,12 +178,12 @@ def test_full_disk_at_checkpoint_write_keeps_the_previous_checkpoint(finished):
 
 def test_disk_full_anywhere_else_is_a_message(finished, tmp_path, monkeypatch):
     """An OSError of a full disk met mid-work (here: writing config.json of a new run)."""
-    import wspace.experiment.run as run_module
+    import wspace.experiment.context as context_module
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(run_module, "write_json_atomic", full)
+    monkeypatch.setattr(context_module, "write_json_atomic", full)
     result = wspace("run", "--preset", "smoke", "--zoo-models", ZOO_MODELS, "--encoder", "layerwise_statistics",
                     "--out-dir", finished["out"], "--no-tracking")
     refused(result, "config.json: No space left on device", "free some space")

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import attrs
 
 from wspace.config import RunConfig
+from wspace.files import write_json_atomic
 from wspace.training import distributed
 from wspace.training.distributed import DistContext
 
@@ -64,3 +65,13 @@ class RunContext:
     def shared(self, value):
         """Rank 0's ``value`` on every rank (``value`` itself in one process)."""
         return distributed.broadcast_object(value, self.dist)
+
+    def from_main(self, compute: Callable[[], Any]):
+        """``compute()`` run by rank 0 alone (it reads or makes files), its value on every rank."""
+        return self.shared(compute() if self.dist.is_main else None)
+
+    def write_json(self, path: Path, data) -> None:
+        """Write ``path`` atomically (its folder made if missing), by rank 0 alone."""
+        if self.dist.is_main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, data)

@@ -23,7 +23,7 @@ from wspace.experiment.context import Echo, RunContext
 from wspace.experiment.encoder_file import save_encoder
 from wspace.experiment.records import metric_keys, result_summary
 from wspace.experiment.zoos import ensure_zoo
-from wspace.files import json_default, json_digest, write_json_atomic
+from wspace.files import json_default, json_digest
 from wspace.roles import baseline_encoder
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_encoder_fits
@@ -71,9 +71,8 @@ def open_run_dir(ctx: RunContext, run_dir: str | Path | None) -> None:
     (named by rank 0 for every rank); said, and named in the tracker's warning should its store go away."""
     resuming = run_dir is not None
     if not resuming:
-        run_dir = ctx.shared(str(_new_run_dir(ctx.config)) if ctx.dist.is_main else "")  # rank 0's name on every rank
-        if ctx.dist.is_main:
-            write_json_atomic(Path(run_dir) / CONFIG_JSON, attrs.asdict(ctx.config))
+        run_dir = ctx.from_main(lambda: str(_new_run_dir(ctx.config)))  # rank 0's name on every rank
+        ctx.write_json(Path(run_dir) / CONFIG_JSON, attrs.asdict(ctx.config))
     ctx.run_dir = Path(run_dir)
     ctx.echo(f"{'continuing' if resuming else 'run directory'} {ctx.run_dir}")
     if getattr(ctx.tracker, "local_dir", False) is None:
@@ -86,8 +85,7 @@ def baseline_result(ctx: RunContext) -> dict:
     key = json_digest({"zoo": ctx.zoo.fingerprint, "pretrain": attrs.asdict(config.pretrain),
                        "z_dim": config.z_dim, "seed": config.seed, "preset": config.preset})
     path = Path(config.out_dir) / "baselines" / f"{key}.json"
-    # under torchrun all take rank 0's branch
-    cached = ctx.shared(json.loads(path.read_text()) if ctx.dist.is_main and path.exists() else None)
+    cached = ctx.from_main(lambda: json.loads(path.read_text()) if path.exists() else None)  # all take rank 0's branch
     if cached is not None:
         ctx.echo(f"reusing the no-information baseline {path}")
         return cached
@@ -95,9 +93,7 @@ def baseline_result(ctx: RunContext) -> dict:
     result = pretrain(ctx.zoo, baseline_encoder(), config.pretrain, z_dim=config.z_dim, preset=config.preset,
                       seed=config.seed, device=config.device, progress=ctx.pretrain_progress)
     summary = result_summary(result)
-    if ctx.dist.is_main:  # under torchrun rank 0 alone writes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, summary)
+    ctx.write_json(path, summary)
     return summary
 
 
@@ -121,8 +117,7 @@ def start_tracking(ctx: RunContext, resuming: bool):
     if ctx.tracking or not record:  # an untracked continuation keeps the record of the tracked run
         record = {"mlflow_run_id": str(run_id) or None, "tracking_uri": tracker.uri, "experiment": tracker.experiment,
                   "params_logged": bool(resume_id and record.get("params_logged"))}
-        if ctx.dist.is_main:
-            write_json_atomic(run_dir / RUN_JSON, record)
+        ctx.write_json(run_dir / RUN_JSON, record)
     return run_id, record
 
 
@@ -133,8 +128,8 @@ def log_configuration(ctx: RunContext, record: dict) -> None:
         return
     ctx.tracker.log_params(attrs.asdict(ctx.config))
     ctx.tracker.log_artifact(ctx.run_dir / CONFIG_JSON)
-    if ctx.dist.is_main and ctx.tracking:
-        write_json_atomic(ctx.run_dir / RUN_JSON, {**record, "params_logged": True})
+    if ctx.tracking:
+        ctx.write_json(ctx.run_dir / RUN_JSON, {**record, "params_logged": True})
 
 
 def pretrain_encoder(ctx: RunContext, resuming: bool) -> PretrainResult:
@@ -208,7 +203,7 @@ def log_results(ctx: RunContext, result: PretrainResult, results: dict) -> dict:
     tracker = ctx.tracker
     tracker.log_metrics(metric_keys("best", result.metrics), result.best_step)
     tracker.log_metrics(metric_keys("baseline", results["baseline"]["metrics"]), 0)
-    write_json_atomic(ctx.run_dir / RESULTS_JSON, results)
+    ctx.write_json(ctx.run_dir / RESULTS_JSON, results)
     tracker.log_artifact(ctx.run_dir / RESULTS_JSON)
     results["tracking"] = tracker.run_url_or_path()
     if ctx.dist.enabled:

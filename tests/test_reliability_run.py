@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from wspace.cli import cli
-from wspace.roles import baseline_encoder
+from wspace.reporting.roles import baseline_encoder
 from wspace_core.registry import WspaceError
 
 ZOO_MODELS = 12

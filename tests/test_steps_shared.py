@@ -13,7 +13,7 @@ import pytest
 from wspace.evaluation.fidelity import fidelity_summary, pearson
 from wspace.experiment.records import metric_keys
 from wspace.files import write_json_atomic
-from wspace.roles import BASELINE, baseline_encoder, encoders_with_role
+from wspace.reporting.roles import BASELINE, baseline_encoder, encoder_role
 from wspace_core import plugins
 from wspace_core.encoder import MechanisticEncoder
 from wspace_core.hookspecs import hookimpl
@@ -22,8 +22,7 @@ from wspace_core.registry import WspaceError
 
 def test_the_baseline_is_the_one_encoder_declaring_the_role():
     name = baseline_encoder()
-    assert plugins.encoders().get(name).role == BASELINE
-    assert encoders_with_role(BASELINE) == [name]
+    assert plugins.encoders().get(name).role == BASELINE == encoder_role(name)
     others = [n for n in plugins.encoders().names() if n != name]
     assert others and all(plugins.encoders().get(n).role != BASELINE for n in others)
 

@@ -73,10 +73,10 @@ class Encoder(nn.Module):
     """Base of all encoders. Subclasses are registered as factories: ``cls(context)``."""
 
     kind: ClassVar[Literal["mechanistic", "functionalist"]]
+    #: the part it plays in a comparison: "baseline", or which of the paper's encoders it reproduces
+    role: ClassVar[str | None] = None
     #: whether training should apply random hidden-neuron permutations as augmentation
     permutation_augmentation: ClassVar[bool] = False
-    #: the part this encoder plays in an experiment, if any (e.g. "baseline": the floor every encoder must beat)
-    role: ClassVar[str | None] = None
 
     def __init__(self, context: EncoderContext):
         super().__init__()

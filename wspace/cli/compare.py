@@ -60,7 +60,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     """
     from wspace.experiment.compare import CompareConfig, compare, encoder_options_for, parse_encoders, parse_seeds
     from wspace.reporting.report import paper_table2
-    from wspace.roles import baseline_encoder
+    from wspace.reporting.roles import baseline_encoder
     from wspace.validation import check_run, check_writable_dir
 
     config = config_from_options(None, opts)

@@ -35,7 +35,7 @@ from wspace.experiment.records import metric_keys, result_summary
 from wspace.experiment.zoos import ensure_zoo
 from wspace.files import finite, write_json_atomic
 from wspace.reporting.report import bootstrap_ci, interval_dict, ordering_vs_paper, render_markdown
-from wspace.roles import baseline_encoder
+from wspace.reporting.roles import baseline_encoder
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_seed
 from wspace_core import plugins

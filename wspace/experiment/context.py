@@ -54,8 +54,7 @@ class RunContext:
 
     def child(self, run_dir: Path, **changes) -> "RunContext":
         """The context of a run on the same zoo and tracker with ``changes`` to the configuration."""
-        return attrs.evolve(self, config=attrs.evolve(self.config, **changes), run_dir=run_dir, mlflow_run_id=None,
-                            started=time.perf_counter())
+        return attrs.evolve(self, config=attrs.evolve(self.config, **changes), run_dir=run_dir, mlflow_run_id=None)
 
     @property
     def tracking(self) -> bool:

@@ -24,7 +24,7 @@ from wspace.experiment.encoder_file import save_encoder
 from wspace.experiment.records import metric_keys, result_summary
 from wspace.experiment.zoos import ensure_zoo
 from wspace.files import json_default, json_digest
-from wspace.roles import baseline_encoder
+from wspace.reporting.roles import baseline_encoder
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_encoder_fits
 from wspace_core.registry import WspaceError

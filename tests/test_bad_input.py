@@ -24,7 +24,7 @@ from wspace_core import plugins
 from wspace.cli import cli
 from wspace.config import resolve
 from wspace_core.registry import WspaceError
-from wspace.experiment.run import ensure_zoo, zoo_path_for
+from wspace.experiment.zoos import ensure_zoo, zoo_path_for
 from wspace.zoo import Zoo
 from wspace.zoo.files import sha256_file
 from wspace.zoo.manifest import MANIFEST_NAME, fingerprint

@@ -16,7 +16,7 @@ import pytest
 from wspace import presets
 from wspace.config import (DownstreamConfig, PretrainConfig, RunConfig, ZooSettings, config_from_dict, load_toml,
                            resolve)
-from wspace.experiment.run import zoo_config_for, zoo_path_for
+from wspace.experiment.zoos import zoo_config_for, zoo_path_for
 from wspace.tracking import flatten_params
 from wspace.zoo.build import preset_config
 from wspace_core import plugins

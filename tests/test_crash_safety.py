@@ -697,7 +697,7 @@ def test_wspace_run_does_not_announce_resuming_a_zoo_another_builder_holds(tmp_p
     """Issue #11.12: a second concurrent `wspace run` said "resuming the interrupted zoo build"
     before the lock refused it; it now only names the live builder."""
     from wspace.config import RunConfig
-    from wspace.experiment.run import ensure_zoo, zoo_config_for, zoo_path_for
+    from wspace.experiment.zoos import ensure_zoo, zoo_config_for, zoo_path_for
     from wspace.zoo.build import build_zoo
     from wspace.zoo.lock import ZooLockedError
 

@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from wspace.cli import cli
+from wspace.reporting.roles import baseline_encoder
 from wspace_core.registry import WspaceError
 
 ZOO_MODELS = 12
@@ -177,12 +178,12 @@ def test_full_disk_at_checkpoint_write_keeps_the_previous_checkpoint(finished):
 
 def test_disk_full_anywhere_else_is_a_message(finished, tmp_path, monkeypatch):
     """An OSError of a full disk met mid-work (here: writing config.json of a new run)."""
-    import wspace.experiment.run as run_module
+    import wspace.experiment.context as context_module
 
     def full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(run_module, "_write_json", full)
+    monkeypatch.setattr(context_module, "write_json_atomic", full)
     result = wspace("run", "--preset", "smoke", "--zoo-models", ZOO_MODELS, "--encoder", "layerwise_statistics",
                     "--out-dir", finished["out"], "--no-tracking")
     refused(result, "config.json: No space left on device", "free some space")
@@ -224,7 +225,7 @@ def test_ctrl_c_during_the_baseline_promises_no_checkpoint(finished, monkeypatch
     real = run_module.pretrain
 
     def interrupted(zoo, encoder_name, *args, **kwargs):
-        if encoder_name == run_module.BASELINE:
+        if encoder_name == baseline_encoder():
             raise KeyboardInterrupt
         return real(zoo, encoder_name, *args, **kwargs)
 
@@ -256,7 +257,7 @@ def test_nan_loss_is_recorded_on_the_mlflow_run(finished, tmp_path, monkeypatch)
     real = run_module.pretrain
 
     def diverging(zoo, encoder_name, config, **kwargs):
-        if encoder_name != run_module.BASELINE:
+        if encoder_name != baseline_encoder():
             import attrs
 
             config = attrs.evolve(config, lr=1e30)

@@ -209,7 +209,7 @@ def encoder_context_for(config, zoo=None):
         zoo = Zoo.open(config.zoo_path, expect_arch=config.arch, verify=False)  # checksums: when the run opens it
     if zoo is not None:
         return encoder_context(zoo, config.z_dim, config.preset, config.encoder_options)
-    from wspace.experiment.run import zoo_config_for
+    from wspace.experiment.zoos import zoo_config_for
     from wspace.zoo.build import architecture_for
 
     zoo_config = zoo_config_for(config)

@@ -58,7 +58,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     """
     from wspace.experiment.compare import CompareConfig, compare, encoder_options_for, parse_encoders, parse_seeds
     from wspace.reporting.markdown import paper_table2
-    from wspace.experiment.run import BASELINE
+    from wspace.reporting.roles import baseline_encoder
     from wspace.validation import check_run, check_writable_dir
 
     config = config_from_options(None, opts)
@@ -67,7 +67,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
         seeds_spec = COMPARE_SEEDS[config.preset]
     seeds = parse_seeds(seeds_spec, config.seed)
     # unknown names, the device, sizes and where the report goes fail before any work
-    check_run(config, {name: encoder_options_for(name, config.encoder_options) for name in (BASELINE, *encoders)})
+    check_run(config, {name: encoder_options_for(name, config.encoder_options) for name in (baseline_encoder(), *encoders)})
     if report_dir is None:
         report_dir = str(Path(config.out_dir) / "reports" / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{config.task}")
     check_writable_dir(report_dir, "--out")

@@ -12,16 +12,19 @@ from wspace_core.registry import WspaceError
 
 def _checkpoint_path(ref: str, tracking_uri: str | None) -> Path:
     """A run directory, an encoder.pt file, or an MLflow run id -> the encoder checkpoint."""
+    from wspace.experiment.encoder_file import ENCODER_FILE
+
     path = Path(ref)
     if path.is_dir():
-        path = path / "encoder.pt"
+        path = path / ENCODER_FILE
     if path.is_file():
         return path
     if path.suffix or "/" in ref:
-        raise WspaceError(f"no encoder checkpoint at {ref}; pass a run directory, its encoder.pt, or an MLflow run id")
+        raise WspaceError(f"no encoder checkpoint at {ref}; pass a run directory, its {ENCODER_FILE}, or an MLflow "
+                          f"run id")
     from wspace.tracking import Tracker
 
-    return Tracker(tracking_uri).download_artifact(ref, "encoder.pt")
+    return Tracker(tracking_uri).download_artifact(ref, ENCODER_FILE)
 
 
 def _out_dir_of(checkpoint: Path) -> Path | None:
@@ -39,7 +42,7 @@ def find_zoo(config, fingerprint: str | None, checkpoint: Path, zoo_path: str | 
     one: a checkpoint is data, and where it points is only looked at."""
     import attrs
 
-    from wspace.experiment.run import zoo_path_for
+    from wspace.experiment.zoos import zoo_path_for
     from wspace.zoo.store import Zoo
 
     recorded = f" with fingerprint {fingerprint}" if fingerprint else ""
@@ -80,40 +83,15 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print, zoo_p
     """(config, zoo, encoder) of a finished `wspace run`, on ``device``. The checkpoint's stored
     configuration says which encoder and zoo; it is checked like a configuration file, and the
     zoo is looked for, never built (see ``find_zoo``)."""
-    import attrs
-    import torch
-
-    from wspace.config import config_from_dict, require_device
-    from wspace.training.checkpoint import load_checkpoint
-    from wspace.training.pretrain import build_encoder, encoder_context
-    from wspace.validation import check_encoder_fits
+    from wspace.config import require_device
+    from wspace.experiment.encoder_file import read_encoder, restore_encoder
 
     require_device(device)
     path = _checkpoint_path(ref, tracking_uri)
-    state = load_checkpoint(path)
-    if not isinstance(state, dict) or not isinstance(state.get("config"), str) or \
-            not isinstance(state.get("encoder"), dict):
-        raise WspaceError(f"{path} is not an encoder checkpoint of `wspace run` (it lacks the encoder weights "
-                          f"or the run configuration); pass the run directory of a finished run")
-    fingerprint = state.get("zoo_fingerprint")
-    if fingerprint is not None and not isinstance(fingerprint, str):
-        raise WspaceError(f"{path} records a zoo fingerprint that is not a string; the checkpoint is damaged")
-    try:
-        raw = json.loads(state["config"])
-    except ValueError as err:
-        raise WspaceError(f"{path}: the stored run configuration is damaged ({err})") from None
-    config = attrs.evolve(config_from_dict(raw, f"{path} (its run configuration)"), device=device)
-    zoo = find_zoo(config, fingerprint, path, zoo_path)
+    stored = read_encoder(path, device)
+    zoo = find_zoo(stored.config, stored.zoo_fingerprint, path, zoo_path)
     echo(f"using zoo {zoo.path}")
-    context = encoder_context(zoo, config.z_dim, config.preset, config.encoder_options)
-    check_encoder_fits(config.encoder, context, device)  # the stored sizes are data too
-    encoder = build_encoder(config.encoder, context)
-    try:
-        encoder.load_state_dict(state["encoder"])
-    except (RuntimeError, ValueError, TypeError) as err:
-        raise WspaceError(f"{path}: the stored encoder weights do not fit a {config.encoder!r} encoder "
-                          f"({str(err).splitlines()[0]}); the checkpoint is damaged or from another wspace") from None
-    return config, zoo, encoder.to(torch.device(device))
+    return stored.config, zoo, restore_encoder(stored, zoo)
 
 
 @click.command(name="predict")

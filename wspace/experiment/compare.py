@@ -19,31 +19,34 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Callable
 
 import attrs
 import numpy as np
 import torch
 
-from wspace_core import plugins
 from wspace.config import RunConfig
 from wspace.evaluation.downstream import headline, predict_frozen, predict_supervised, properties_of
-from wspace_core.encoder import BlackBox, FunctionalistEncoder
+from wspace.evaluation.embeddings import split_embeddings, task_labels
+from wspace.evaluation.fidelity import emulation_fidelity, fidelity_summary
 from wspace.evaluation.permutation_table import incomplete_summary, permutation_table, pick_networks
-from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
-from wspace_core.registry import WspaceError
+from wspace.experiment.context import Echo, RunContext
+from wspace.experiment.encoder_file import save_encoder
+from wspace.experiment.records import metric_keys, result_summary
+from wspace.experiment.zoos import ensure_zoo
+from wspace.files import finite, write_json_atomic
 from wspace.reporting.claims import ordering_vs_paper
 from wspace.reporting.markdown import render_markdown
 from wspace.reporting.statistics import bootstrap_ci, interval_dict
-from wspace.experiment.run import (BASELINE, embeddings, emulation_fidelity, ensure_zoo, json_default, pearson,
-                             result_summary, task_labels)
-from wspace_core.task import SPLITS
+from wspace.reporting.roles import baseline_encoder
+from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_seed
+from wspace_core import plugins
+from wspace_core.encoder import BlackBox, FunctionalistEncoder
+from wspace_core.registry import WspaceError
+from wspace_core.task import SPLITS
 
 __all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders",
            "parse_seeds", "rebuild_report"]
-
-Echo = Callable[[str], None]
 
 
 def _names(value) -> tuple[str, ...]:
@@ -55,8 +58,9 @@ def _check_encoders(instance, attribute, value):
         raise WspaceError("compare needs at least one encoder (--encoders)")
     if len(set(value)) != len(value):
         raise WspaceError(f"--encoders names an encoder twice: {', '.join(value)}")
-    if BASELINE in value:
-        raise WspaceError(f"{BASELINE!r} always runs as the baseline; leave it out of --encoders")
+    baseline = baseline_encoder()
+    if baseline in value:
+        raise WspaceError(f"{baseline!r} always runs as the baseline; leave it out of --encoders")
 
 
 def _check_seeds(instance, attribute, value):
@@ -92,7 +96,8 @@ def parse_encoders(spec: str) -> tuple[str, ...]:
     """ "all" (every registered encoder but the baseline) or a comma list of registered names."""
     registry = plugins.encoders()
     if spec.strip().lower() == "all":
-        return tuple(n for n in registry.names() if n != BASELINE)
+        baseline = baseline_encoder()
+        return tuple(n for n in registry.names() if n != baseline)
     names = tuple(n.strip() for n in spec.split(",") if n.strip())
     for name in names:
         registry.get(name)  # unknown names fail with the registered ones listed
@@ -118,7 +123,7 @@ def parse_seeds(spec: str | int, first: int = 0) -> tuple[int, ...]:
 def encoder_options_for(name: str, options: dict) -> dict:
     """The options that apply to encoder ``name``: ``ENCODER.KEY`` keys for that encoder, plain
     keys for every encoder; ``probing_strategy`` only for functionalist encoders."""
-    if name == BASELINE:
+    if name == baseline_encoder():
         return {}
     functionalist = issubclass(plugins.encoders().get(name), FunctionalistEncoder)
     out = {}
@@ -143,63 +148,68 @@ class _Outcome:
     fidelity: dict | None
 
 
-def _run_one(zoo, name: str, seed: int, config: CompareConfig, tracker, parent_id: str, work_dir: Path,
-             echo: Echo, pretrain_progress) -> _Outcome:
-    run_cfg = config.run
-    options = encoder_options_for(name, run_cfg.encoder_options)
-    child_cfg = attrs.evolve(run_cfg, encoder=name, seed=seed, encoder_options=options)
+def _run_one(ctx: RunContext, name: str, seed: int, config: CompareConfig, parent_id: str) -> _Outcome:
+    """One child run: pretrain ``name`` with ``seed``, evaluate it (the baseline: its chance level),
+    save its encoder.pt and log its record."""
+    is_baseline = name == baseline_encoder()
+    options = encoder_options_for(name, ctx.config.encoder_options)
+    child = ctx.child(ctx.run_dir / f"{name}-seed{seed}", encoder=name, seed=seed, encoder_options=options)
+    run_cfg, tracker, zoo = child.config, child.tracker, child.zoo
     with tracker.start_run(f"{name}-seed{seed}", parent_run_id=parent_id,
                            tags={"arch": run_cfg.arch, "task": run_cfg.task, "encoder": name, "seed": seed,
                                  "zoo_fingerprint": zoo.fingerprint, "preset": run_cfg.preset,
-                                 "baseline": name == BASELINE}) as child_id:
-        tracker.log_params(attrs.asdict(child_cfg))
+                                 "baseline": is_baseline}) as child_id:
+        tracker.log_params(attrs.asdict(run_cfg))
         result = pretrain(zoo, name, run_cfg.pretrain, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
                           encoder_options=options, seed=seed, device=run_cfg.device,
-                          log_metrics=tracker.log_metrics, progress=pretrain_progress)
-        tracker.log_metrics({f"best/{s}/{m}": v for s, ms in result.metrics.items() for m, v in ms.items()},
-                            result.best_step)
-        record = {"encoder": name, "seed": seed, "kind": "baseline" if name == BASELINE else result.encoder.kind,
+                          log_metrics=tracker.log_metrics, progress=child.pretrain_progress)
+        tracker.log_metrics(metric_keys("best", result.metrics), result.best_step)
+        record = {"encoder": name, "seed": seed, "kind": "baseline" if is_baseline else result.encoder.kind,
                   "encoder_options": options, "pretrain": result_summary(result),
                   "mlflow_run_id": str(child_id) or None}
         fidelity = None
-        specs = properties_of(zoo)
-        dcfg = run_cfg.downstream
-        if name == BASELINE:  # a head on a z that carries nothing: the chance level of every property
-            echo(f"  {name}: property prediction (the chance level)")
-            record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
-                                                         device=run_cfg.device)
-            tracker.log_metrics({f"downstream_frozen/{prop}/{split}/{k}": v
-                                 for prop, splits in record["downstream_frozen"].items()
-                                 for split, ms in splits.items() for k, v in ms.items()}, result.best_step)
+        if is_baseline:
+            _evaluate_baseline(child, result, record)
         else:
-            echo(f"  {name}: emulation fidelity, property prediction")
-            fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
-            record["emulation_fidelity"] = {"original_mean": float(np.mean(fidelity["original"])),
-                                            "emulated_mean": float(np.mean(fidelity["emulated"])),
-                                            "correlation": pearson(fidelity["original"], fidelity["emulated"])}
-            record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed,
-                                                         device=run_cfg.device)
-            if not config.skip_supervised:
-                echo(f"  {name}: supervised baseline (trained end to end)")
-                record["downstream_supervised"] = {
-                    spec.name: predict_supervised(name, zoo, spec, dcfg, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
-                                                  encoder_options=options, seed=seed, device=run_cfg.device)
-                    for spec in specs}
-            metrics = {f"fidelity/{k}": v for k, v in record["emulation_fidelity"].items()}
-            for setting in ("downstream_frozen", "downstream_supervised"):
-                for prop, splits in record.get(setting, {}).items():
-                    metrics.update({f"{setting}/{prop}/{split}/{k}": v
-                                    for split, ms in splits.items() for k, v in ms.items()})
-            tracker.log_metrics(metrics, result.best_step)
-        run_dir = work_dir / f"{name}-seed{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
-                    "encoder_name": name, "config": json.dumps(attrs.asdict(child_cfg)),
-                    "zoo_fingerprint": zoo.fingerprint},
-                   run_dir / "encoder.pt")  # loadable by `wspace predict --run <child run id or dir>`
-        tracker.log_artifact(run_dir / "encoder.pt")
-        tracker.log_dict(_finite(record), "results.json")
+            fidelity = _evaluate_encoder(child, result, record, config.skip_supervised)
+        child.run_dir.mkdir(parents=True, exist_ok=True)
+        # loadable by `wspace predict --run <child run id or dir>`
+        tracker.log_artifact(save_encoder(child.run_dir, result, run_cfg, zoo))
+        tracker.log_dict(finite(record), "results.json")
     return _Outcome(record, result, fidelity)
+
+
+def _evaluate_baseline(child: RunContext, result: PretrainResult, record: dict) -> None:
+    """A head on a z that carries nothing: the chance level of every property (into ``record``, logged)."""
+    run_cfg, zoo = child.config, child.zoo
+    child.echo(f"  {run_cfg.encoder}: property prediction (the chance level)")
+    record["downstream_frozen"] = predict_frozen(result.encoder, zoo, properties_of(zoo),
+                                                 run_cfg.downstream, seed=run_cfg.seed,
+                                                 device=run_cfg.device)
+    child.tracker.log_metrics(metric_keys("downstream_frozen", record["downstream_frozen"]), result.best_step)
+
+
+def _evaluate_encoder(child: RunContext, result: PretrainResult, record: dict, skip_supervised: bool) -> dict:
+    """Emulation fidelity, property prediction from the frozen z and, unless skipped, the
+    supervised baseline (into ``record``, logged). Returns the fidelity."""
+    run_cfg, zoo = child.config, child.zoo
+    name, seed = run_cfg.encoder, run_cfg.seed
+    specs, dcfg = properties_of(zoo), run_cfg.downstream
+    child.echo(f"  {name}: emulation fidelity, property prediction")
+    fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
+    record["emulation_fidelity"] = fidelity_summary(fidelity)
+    record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed, device=run_cfg.device)
+    if not skip_supervised:
+        child.echo(f"  {name}: supervised baseline (trained end to end)")
+        record["downstream_supervised"] = {
+            spec.name: predict_supervised(name, zoo, spec, dcfg, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
+                                          encoder_options=run_cfg.encoder_options, seed=seed, device=run_cfg.device)
+            for spec in specs}
+    metrics = metric_keys("fidelity", record["emulation_fidelity"])
+    for setting in ("downstream_frozen", "downstream_supervised"):
+        metrics.update(metric_keys(setting, record.get(setting, {})))
+    child.tracker.log_metrics(metrics, result.best_step)
+    return fidelity
 
 
 # ---- aggregation ------------------------------------------------------------------------------
@@ -276,7 +286,7 @@ def _embedding_plots(zoo, results: dict[str, PretrainResult], device: str, plot_
     perf_column = zoo.task_family().metric_columns[0]
     out = {}
     for name, result in results.items():
-        rows, z = embeddings(result, zoo, "validation", device)
+        rows, z = split_embeddings(result.encoder, zoo, "validation", device)
         labels, perf = task_labels(zoo, rows), zoo.metadata[perf_column][rows]
         out[name] = {
             "task": str(plots.embedding_plot(z, labels, f"{name}: z of validation networks",
@@ -316,127 +326,156 @@ def _versions() -> dict:
             "numpy": np.__version__}
 
 
-def _finite(data):
-    """NaN and infinities -> None, so the JSON is strict (a correlation of constant data is NaN)."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    return data
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    plain = json.loads(json.dumps(data, default=json_default))
-    tmp.write_text(json.dumps(_finite(plain), indent=2, allow_nan=False))
-    tmp.replace(path)
-
-
 def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretrain_progress=None,
             tracker=None) -> dict:
     """Run the comparison and write its report directory; returns the results (= results.json)."""
-    from wspace.reporting import plots
+    ctx, report_dir = _start(config, echo, zoo_progress, pretrain_progress, tracker)
+    run_cfg, zoo = ctx.config, ctx.zoo
+    with ctx.tracker.start_run(f"compare-{run_cfg.arch}-{run_cfg.task}",
+                               tags={"arch": run_cfg.arch, "task": run_cfg.task, "kind": "compare",
+                                     "encoders": ",".join(config.encoders), "preset": run_cfg.preset,
+                                     "zoo_fingerprint": zoo.fingerprint}) as parent_id:
+        ctx.tracker.log_params({"compare": {"encoders": list(config.encoders), "seeds": list(config.seeds),
+                                            "skip_supervised": config.skip_supervised,
+                                            "probe_networks": config.probe_networks,
+                                            "permutation_networks": config.permutation_networks},
+                                "run": attrs.asdict(run_cfg)})
+        records, first = _run_all(ctx, config, parent_id, report_dir)
+        echo("aggregating over seeds; figures of the first seed's encoders")
+        results = _results(config, zoo, records)
+        results["plots"] = _plots(ctx, config, results, first, report_dir / "plots")
+        echo("hidden-neuron permutation table (untrained and trained encoders)")
+        results["permutation"] = _permutation(ctx, config, {n: o.result.encoder for n, o in first.items()})
+        results["ordering"] = ordering_vs_paper(results)
+        results["mlflow"] = {"parent_run_id": str(parent_id) or None,
+                             "tracking": ctx.tracker.run_url_or_path(parent_id)}
+        results["seconds"] = time.perf_counter() - ctx.started
+        _finish(ctx, results, report_dir)
+        return results
+
+
+def _start(config: CompareConfig, echo: Echo, zoo_progress, pretrain_progress, tracker) -> tuple[RunContext, Path]:
+    """The comparison's context (its zoo ensured, the task family's properties checked before any
+    training; child runs under OUT_DIR/runs/<time>-compare-<task>) and its report directory."""
     from wspace.tracking import Tracker
 
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     run_cfg = config.run
     report_dir = Path(config.report_dir)
-    plot_dir = report_dir / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "plots").mkdir(parents=True, exist_ok=True)
     tracker = tracker or Tracker(run_cfg.tracking_uri, run_cfg.experiment, enabled=run_cfg.tracking,
                                  local_dir=report_dir)
     zoo = ensure_zoo(run_cfg, echo, zoo_progress)
     properties_of(zoo)  # the task family's properties exist before any training
     work_dir = Path(run_cfg.out_dir) / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{run_cfg.task}"
-    names = [BASELINE, *config.encoders]
+    ctx = RunContext(run_cfg, tracker, echo, zoo_progress, pretrain_progress, zoo=zoo, run_dir=work_dir,
+                     started=started)
+    return ctx, report_dir
+
+
+def _run_all(ctx: RunContext, config: CompareConfig, parent_id: str,
+             report_dir: Path) -> tuple[list[dict], dict[str, _Outcome]]:
+    """Every encoder after the baseline, for each seed: the records (runs.json, written as each
+    run finishes) and the outcomes of the first seed's encoders."""
+    baseline = baseline_encoder()
+    names = [baseline, *config.encoders]
     total = len(names) * len(config.seeds)
+    records, first, done = [], {}, 0
+    for seed in config.seeds:
+        for name in names:
+            done += 1
+            ctx.echo(f"[{done}/{total}] seed {seed}: pretraining {name} by emulation "
+                     f"({ctx.config.pretrain.steps} steps at most)")
+            outcome = _run_one(ctx, name, seed, config, parent_id)
+            records.append(outcome.record)
+            write_json_atomic(report_dir / "runs.json", records, strict=True)
+            if seed == config.seeds[0] and name != baseline:
+                first[name] = outcome
+    return records, first
 
-    with tracker.start_run(f"compare-{run_cfg.arch}-{run_cfg.task}",
-                           tags={"arch": run_cfg.arch, "task": run_cfg.task, "kind": "compare",
-                                 "encoders": ",".join(config.encoders), "preset": run_cfg.preset,
-                                 "zoo_fingerprint": zoo.fingerprint}) as parent_id:
-        tracker.log_params({"compare": {"encoders": list(config.encoders), "seeds": list(config.seeds),
-                                        "skip_supervised": config.skip_supervised,
-                                        "probe_networks": config.probe_networks,
-                                        "permutation_networks": config.permutation_networks},
-                            "run": attrs.asdict(run_cfg)})
-        records, first_results, fidelities = [], {}, {}
-        done = 0
-        for seed in config.seeds:
-            for name in names:
-                done += 1
-                echo(f"[{done}/{total}] seed {seed}: pretraining {name} by emulation "
-                     f"({run_cfg.pretrain.steps} steps at most)")
-                outcome = _run_one(zoo, name, seed, config, tracker, parent_id, work_dir, echo, pretrain_progress)
-                records.append(outcome.record)
-                _write_json(report_dir / "runs.json", records)
-                if seed == config.seeds[0] and name != BASELINE:
-                    first_results[name] = outcome.result
-                    fidelities[name] = outcome.fidelity
 
-        echo("aggregating over seeds; figures of the first seed's encoders")
-        results = {
-            "command": config.command or f"wspace compare --encoders {','.join(config.encoders)}",
-            "versions": _versions(), "arch": run_cfg.arch, "task": run_cfg.task, "preset": run_cfg.preset,
-            "device": run_cfg.device, "objective": run_cfg.pretrain.objective,
-            "loss_positions": run_cfg.pretrain.loss_positions, "zoo": _zoo_summary(zoo),
-            "objective_metric": records[0]["pretrain"]["objective_metric"],
-            "metric_info": records[0]["pretrain"]["metric_info"],
-            "encoders": names, "kinds": {r["encoder"]: r["kind"] for r in records},
-            "seeds": list(config.seeds), "skip_supervised": config.skip_supervised, "config": attrs.asdict(config),
-            "runs": records,
-        }
-        results.update(aggregate_runs(records, names, seed=run_cfg.seed))
-        results["emulation_metrics"] = sorted(next(iter(results["emulation"].values()))["validation"])
-        plot_paths: dict = {"fidelity": {}, "downstream": {}}
-        for name, fid in fidelities.items():
-            plot_paths["fidelity"][name] = str(plots.fidelity_plot(
-                fid["original"], fid["emulated"], plot_dir / f"fidelity_{name}.png",
-                f"{name}: emulation fidelity (validation, seed {config.seeds[0]})"))
-        from wspace.reporting.plots import downstream_bar_plot
+def _results(config: CompareConfig, zoo, records: list[dict]) -> dict:
+    """The comparison's settings, its runs, and their figures over seeds."""
+    run_cfg = config.run
+    names = [baseline_encoder(), *config.encoders]
+    results = {
+        "command": config.command or f"wspace compare --encoders {','.join(config.encoders)}",
+        "versions": _versions(), "arch": run_cfg.arch, "task": run_cfg.task, "preset": run_cfg.preset,
+        "device": run_cfg.device, "objective": run_cfg.pretrain.objective,
+        "loss_positions": run_cfg.pretrain.loss_positions, "zoo": _zoo_summary(zoo),
+        "objective_metric": records[0]["pretrain"]["objective_metric"],
+        "metric_info": records[0]["pretrain"]["metric_info"],
+        "encoders": names, "kinds": {r["encoder"]: r["kind"] for r in records},
+        "seeds": list(config.seeds), "skip_supervised": config.skip_supervised, "config": attrs.asdict(config),
+        "runs": records,
+    }
+    results.update(aggregate_runs(records, names, seed=run_cfg.seed))
+    results["emulation_metrics"] = sorted(next(iter(results["emulation"].values()))["validation"])
+    return results
 
-        for prop, entry in results["downstream"].items():
-            plot_paths["downstream"][prop] = str(downstream_bar_plot(
-                entry["encoders"], entry["metric"], plot_dir / f"downstream_{prop}.png",
-                f"{prop}: pretrained vs supervised"))
-        plot_paths["embeddings"], plot_paths["raw_weights"] = _embedding_plots(zoo, first_results, run_cfg.device,
-                                                                                plot_dir)
-        plot_paths["probes"] = _probe_plots(zoo, {n: r.encoder for n, r in first_results.items()}, config, plot_dir)
-        objective_key = f"validation/{results['objective_metric']}"
-        curves = {n: ([h["step"] for h in r.history], [h[objective_key] for h in r.history])
-                  for n, r in first_results.items()}
-        plot_paths["loss_curves"] = str(plots.loss_curve_plot(
-            curves, plot_dir / "pretraining_validation_loss.png",
-            f"validation emulation loss (seed {config.seeds[0]})", ylabel=results["objective_metric"]))
-        results["plots"] = plot_paths
 
-        echo("hidden-neuron permutation table (untrained and trained encoders)")
-        encoders_for_table = {}
-        context = encoder_context(zoo, run_cfg.z_dim, run_cfg.preset)
-        for name in config.encoders:
-            torch.manual_seed(config.seeds[0])
-            options = encoder_options_for(name, run_cfg.encoder_options)
-            fresh = build_encoder(name, attrs.evolve(context, options=options)).to(torch.device(run_cfg.device))
-            encoders_for_table[f"{name} (untrained)"] = fresh
-            encoders_for_table[f"{name} (trained)"] = first_results[name].encoder
-        table = permutation_table(zoo, encoders_for_table, num_networks=config.permutation_networks,
-                                  seed=config.seeds[0], device=run_cfg.device)
-        table["incomplete"] = {name: incomplete_summary(row) for name, row in table["rows"].items()}
-        results["permutation"] = table
+def _plots(ctx: RunContext, config: CompareConfig, results: dict, first: dict[str, _Outcome], plot_dir: Path) -> dict:
+    """The figures: fidelity, property bars, embeddings, raw weights, probes and loss curves (first seed)."""
+    from wspace.reporting import plots
 
-        results["ordering"] = ordering_vs_paper(results)
-        results["mlflow"] = {"parent_run_id": str(parent_id) or None, "tracking": tracker.run_url_or_path(parent_id)}
-        results["seconds"] = time.perf_counter() - t0
-        summary = {f"{enc}/{split}/{results['objective_metric']}": e[split][results["objective_metric"]]["mean"]
-                   for enc, e in results["emulation"].items() for split in ("validation", "ood")}
-        tracker.log_metrics({f"emulation/{k}": v for k, v in summary.items() if math.isfinite(v)}, 0)
-        _write_json(report_dir / "results.json", results)
-        (report_dir / "report.md").write_text(render_markdown(results, report_dir))
-        tracker.log_artifact(report_dir, "report")
-        echo(f"report written to {report_dir / 'report.md'}")
-        return results
+    seed = config.seeds[0]
+    plot_paths: dict = {"fidelity": {
+        name: str(plots.fidelity_plot(o.fidelity["original"], o.fidelity["emulated"], plot_dir / f"fidelity_{name}.png",
+                                      f"{name}: emulation fidelity (validation, seed {seed})"))
+        for name, o in first.items()}}
+    plot_paths["downstream"] = _downstream_plots(results, plot_dir)
+    plot_paths["embeddings"], plot_paths["raw_weights"] = _embedding_plots(
+        ctx.zoo, {n: o.result for n, o in first.items()}, ctx.config.device, plot_dir)
+    plot_paths["probes"] = _probe_plots(ctx.zoo, {n: o.result.encoder for n, o in first.items()}, config, plot_dir)
+    objective_key = f"validation/{results['objective_metric']}"
+    curves = {n: ([h["step"] for h in o.result.history], [h[objective_key] for h in o.result.history])
+              for n, o in first.items()}
+    plot_paths["loss_curves"] = str(plots.loss_curve_plot(
+        curves, plot_dir / "pretraining_validation_loss.png",
+        f"validation emulation loss (seed {seed})", ylabel=results["objective_metric"]))
+    return plot_paths
+
+
+def _downstream_plots(results: dict, plot_dir: Path) -> dict[str, str]:
+    """A bar plot per property: pretrained vs supervised, each encoder."""
+    from wspace.reporting.plots import downstream_bar_plot
+
+    return {prop: str(downstream_bar_plot(entry["encoders"], entry["metric"], plot_dir / f"downstream_{prop}.png",
+                                          f"{prop}: pretrained vs supervised"))
+            for prop, entry in results["downstream"].items()}
+
+
+def _permutation(ctx: RunContext, config: CompareConfig, trained: dict[str, torch.nn.Module]) -> dict:
+    """The hidden-neuron permutation table of each encoder freshly initialised and trained (first seed)."""
+    run_cfg = ctx.config
+    encoders_for_table = {}
+    context = encoder_context(ctx.zoo, run_cfg.z_dim, run_cfg.preset)
+    for name in config.encoders:
+        torch.manual_seed(config.seeds[0])
+        options = encoder_options_for(name, run_cfg.encoder_options)
+        fresh = build_encoder(name, attrs.evolve(context, options=options)).to(torch.device(run_cfg.device))
+        encoders_for_table[f"{name} (untrained)"] = fresh
+        encoders_for_table[f"{name} (trained)"] = trained[name]
+    table = permutation_table(ctx.zoo, encoders_for_table, num_networks=config.permutation_networks,
+                              seed=config.seeds[0], device=run_cfg.device)
+    table["incomplete"] = {name: incomplete_summary(row) for name, row in table["rows"].items()}
+    return table
+
+
+def _finish(ctx: RunContext, results: dict, report_dir: Path) -> None:
+    """Log the headline emulation losses, write results.json and report.md, log the report directory."""
+    objective = results["objective_metric"]
+    summary = {f"{enc}/{split}/{objective}": e[split][objective]["mean"]
+               for enc, e in results["emulation"].items() for split in ("validation", "ood")}
+    ctx.tracker.log_metrics({f"emulation/{k}": v for k, v in summary.items() if math.isfinite(v)}, 0)
+    _write_report(results, report_dir)
+    ctx.tracker.log_artifact(report_dir, "report")
+    ctx.echo(f"report written to {report_dir / 'report.md'}")
+
+
+def _write_report(results: dict, report_dir: Path) -> None:
+    write_json_atomic(report_dir / "results.json", results, strict=True)
+    (report_dir / "report.md").write_text(render_markdown(results, report_dir))
 
 
 def rebuild_report(report_dir: str | Path, note: str | None = None) -> dict:
@@ -445,8 +484,6 @@ def rebuild_report(report_dir: str | Path, note: str | None = None) -> dict:
     written by an older wspace, or after records were added to ``runs``. ``note`` (what was done
     to the records, say) is kept in results.json and shown under the report's header. Returns
     the results."""
-    from wspace.reporting.plots import downstream_bar_plot
-
     report_dir = Path(report_dir)
     path = report_dir / "results.json"
     if not path.exists():
@@ -458,11 +495,7 @@ def rebuild_report(report_dir: str | Path, note: str | None = None) -> dict:
     results.update(aggregate_runs(results["runs"], results["encoders"], seed=results["config"]["run"]["seed"]))
     plot_dir = report_dir / "plots"
     plot_dir.mkdir(exist_ok=True)
-    results.setdefault("plots", {})["downstream"] = {
-        prop: str(downstream_bar_plot(entry["encoders"], entry["metric"], plot_dir / f"downstream_{prop}.png",
-                                      f"{prop}: pretrained vs supervised"))
-        for prop, entry in results["downstream"].items()}
+    results.setdefault("plots", {})["downstream"] = _downstream_plots(results, plot_dir)
     results["ordering"] = ordering_vs_paper(results)
-    _write_json(path, results)
-    (report_dir / "report.md").write_text(render_markdown(results, report_dir))
+    _write_report(results, report_dir)
     return results

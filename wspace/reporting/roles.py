@@ -45,3 +45,18 @@ def paper_zoo(task: str) -> str | None:
 def task_property(task: str) -> str | None:
     """The property that identifies a network's task in family ``task`` (``TaskFamily.task_property``)."""
     return _family_attribute(task, "task_property")
+
+
+def baseline_encoder() -> str:
+    """The one registered encoder whose role is the baseline (the floor `wspace run` and
+    `wspace compare` train beside every encoder)."""
+    from wspace_core.registry import WspaceError
+
+    names = [name for name in plugins.encoders().names() if encoder_role(name) == BASELINE]
+    if not names:
+        raise WspaceError(f"no registered encoder declares role {BASELINE!r}; install or enable the plugin "
+                          f"that provides the baseline (see `wspace plugins`)")
+    if len(names) > 1:
+        raise WspaceError(f"encoders {', '.join(names)} all declare role {BASELINE!r}; uninstall one, or limit "
+                          f"installed plugins with WSPACE_LOAD_PLUGINS")
+    return names[0]

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from wspace_core.registry import WspaceError
-from wspace.zoo.files import fsync_dir
+from wspace.files import fsync_dir
 from wspace.zoo.lock import is_lock_name
 
 MARKER_NAME = ".wspace-zoo"

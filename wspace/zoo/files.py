@@ -1,4 +1,4 @@
-"""Durable file primitives of the zoo store: fsync'd atomic writes, deterministic ``.npy`` files,
+"""Durable file primitives of the zoo store: deterministic ``.npy`` files,
 sha256 checksums, and ``.npy`` header checks that refuse pickled (object) arrays.
 
 Everything here is plain numpy + os; no torch, no plugins.
@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,20 +68,6 @@ def filesystem_errors(where: Path | str):
         raise ZooFileError(os_error_message(err, where)) from None
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename/create/unlink inside ``path`` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -94,18 +79,6 @@ def sha256_file(path: Path) -> str:
 def canonical_json(data: Any) -> str:
     """The one JSON spelling of ``data`` that fingerprints hash: sorted keys, no spaces."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``path`` via a temp file + fsync + rename: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def read_json(path: Path, what: str) -> dict:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from wspace_core.registry import WspaceError
-from wspace.zoo.files import canonical_json, read_json, safe_file_name, write_json_atomic
+from wspace.files import write_json_atomic
+from wspace.zoo.files import canonical_json, read_json, safe_file_name
 
 FORMAT = "wspace-zoo"
 FORMAT_VERSION = 1
@@ -190,7 +191,8 @@ def _check_types(path: Path, manifest: dict) -> None:
 
 def write_manifest(zoo_dir: Path, manifest: dict) -> None:
     """Write ``manifest`` atomically, sealed with its checksum."""
-    write_json_atomic(Path(zoo_dir) / MANIFEST_NAME, {**manifest, CHECKSUM_KEY: manifest_checksum(manifest)})
+    write_json_atomic(Path(zoo_dir) / MANIFEST_NAME, {**manifest, CHECKSUM_KEY: manifest_checksum(manifest)},
+                      sort_keys=True)
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -46,8 +46,8 @@ from wspace_core.task import SPLITS
 from wspace.zoo.chunks import CHUNK_JSON, CHUNKS_DIR, TMP_PREFIX, chunk_dir_name, chunk_dirs, read_chunk
 from wspace.zoo.content import check_arrays, check_metadata
 from wspace.zoo.directory import check_claimable, claim, inside, is_marked
-from wspace.zoo.files import (check_npy, filesystem_errors, fsync_dir, save_npy, sha256_file,
-                                   safe_file_name)
+from wspace.files import fsync_dir
+from wspace.zoo.files import check_npy, filesystem_errors, save_npy, sha256_file, safe_file_name
 from wspace.zoo.info import zoo_info  # noqa: F401  (part of the store's public API)
 from wspace.zoo.lock import LOCK_NAME, ZooLock, check_other_writers, rank_lock_name
 from wspace.zoo.manifest import (ARRAY_NAMES, FORMAT, FORMAT_VERSION, MANIFEST_NAME, STORE_KEYS,

@@ -55,11 +55,11 @@ import torch
 from wspace_core import plugins
 from wspace.config import PretrainConfig, require_device
 from wspace.presets import PRETRAIN_PRESETS
+from wspace.reporting.roles import baseline_encoder
 from wspace.training.pretrain import Pretraining, ZooSplit
 from wspace_core.registry import WspaceError
 
 PRESET = "paper"
-BASELINE = "no_information"
 #: the six encoders of the paper, in its order
 PAPER_ENCODERS = ("layerwise_statistics", "flattened_weights", "parameter_transformer", "dwsnet",
                   "noninteractive_probing", "interactive_probing")
@@ -144,8 +144,9 @@ def _encoder_names(args) -> list[str]:
         names = list(args.encoders)
     else:
         names = list(PAPER_ENCODERS)
-    if args.include_baseline and BASELINE not in names:
-        names.append(BASELINE)
+    baseline = baseline_encoder()
+    if args.include_baseline and baseline not in names:
+        names.append(baseline)
     for name in names:
         registered.get(name)  # unknown names fail with the list of registered encoders
     return names

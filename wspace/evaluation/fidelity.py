@@ -31,11 +31,25 @@ def emulation_fidelity(result: PretrainResult, zoo, split: str, device: str, max
     return {"rows": rows, "original": meta[first][rows], "emulated": metrics[first].cpu().numpy()}
 
 
-def fidelity_summary(fidelity: dict[str, np.ndarray]) -> dict[str, float]:
-    """The figures of a fidelity: mean original and emulated performance, and their correlation."""
-    return {"original_mean": float(np.mean(fidelity["original"])),
-            "emulated_mean": float(np.mean(fidelity["emulated"])),
-            "correlation": pearson(fidelity["original"], fidelity["emulated"])}
+#: the networks whose emulation is judged on its own: those this good at their own task (a
+#: network that fails its task cannot show whether its emulation reproduces what it does)
+GOOD_PERFORMANCE = 0.8
+
+
+def fidelity_summary(fidelity: dict[str, np.ndarray], good: float = GOOD_PERFORMANCE) -> dict:
+    """The figures of a fidelity: mean original and emulated performance and their correlation
+    over the scored networks, and ``good``: the same means over the networks performing at ≥
+    ``good`` (NaN when there are none) with their mean ratio emulated / original."""
+    original = np.asarray(fidelity["original"], dtype=float)
+    emulated = np.asarray(fidelity["emulated"], dtype=float)
+    keep = original >= good
+    picked = keep.any()
+    return {"original_mean": float(np.mean(original)), "emulated_mean": float(np.mean(emulated)),
+            "correlation": pearson(original, emulated), "networks": int(len(original)),
+            "good": {"threshold": float(good), "networks": int(keep.sum()),
+                     "original_mean": float(original[keep].mean()) if picked else float("nan"),
+                     "emulated_mean": float(emulated[keep].mean()) if picked else float("nan"),
+                     "ratio_mean": float((emulated[keep] / original[keep]).mean()) if picked else float("nan")}}
 
 
 def pearson(a, b) -> float:

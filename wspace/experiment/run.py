@@ -22,6 +22,7 @@ from wspace.evaluation.fidelity import emulation_fidelity, fidelity_summary
 from wspace.experiment.context import Echo, RunContext
 from wspace.experiment.encoder_file import save_encoder
 from wspace.experiment.records import metric_keys, result_summary
+from wspace.experiment.summary import emulation_sentence
 from wspace.experiment.zoos import ensure_zoo
 from wspace.files import json_default, json_digest
 from wspace.reporting.roles import baseline_encoder
@@ -93,6 +94,9 @@ def baseline_result(ctx: RunContext) -> dict:
     result = pretrain(ctx.zoo, baseline_encoder(), config.pretrain, z_dim=config.z_dim, preset=config.preset,
                       seed=config.seed, device=config.device, progress=ctx.pretrain_progress)
     summary = result_summary(result)
+    if ctx.dist.is_main:  # scored on the networks the encoder's emulation is scored on (same rows, same draws)
+        fidelity = emulation_fidelity(result, ctx.zoo, "validation", config.device, seed=config.seed)
+        summary["emulation_fidelity"] = fidelity_summary(fidelity)
     ctx.write_json(path, summary)
     return summary
 
@@ -363,6 +367,7 @@ def results_table(results: dict) -> str:
     fid = results["emulation_fidelity"]
     lines.append(f"emulation fidelity (validation): original performance {fid['original_mean']:.3f}, "
                  f"emulated {fid['emulated_mean']:.3f}, correlation {fid['correlation']:.3f}")
+    lines += _good_networks_lines(fid, (results["baseline"].get("emulation_fidelity") or {}))
     if results.get("downstream_frozen"):
         lines.append("property prediction from the frozen z (validation / ood half):")
         for prop, splits in results["downstream_frozen"].items():
@@ -374,4 +379,19 @@ def results_table(results: dict) -> str:
     else:
         where = results.get("tracking") or "not tracked to the end (see the messages above)"
         lines.append(f"MLflow run {results['mlflow_run_id']}: {where}")
+    lines.append(emulation_sentence(results))
     return "\n".join(lines)
+
+
+def _good_networks_lines(fid: dict, baseline: dict) -> list[str]:
+    """The fidelity on the networks that work (original performance ≥ the threshold), the
+    encoder's emulation beside the no-information baseline's on the same networks."""
+    good = fid.get("good")
+    if not good or not good["networks"]:
+        return []
+    line = (f"  on the {good['networks']} networks performing ≥ {good['threshold']:g}: original "
+            f"{good['original_mean']:.3f}, emulated {good['emulated_mean']:.3f}")
+    base = baseline.get("good")
+    if base and base["networks"]:
+        line += f", no-information baseline emulated {base['emulated_mean']:.3f}"
+    return [line]

@@ -31,8 +31,9 @@ import attrs
 import numpy as np
 import torch
 
-from wspace.config import PRETRAIN_PRESETS, PretrainConfig
-from wspace.experiment.run import emulation_fidelity, pearson
+from wspace.config import PretrainConfig
+from wspace.evaluation.fidelity import emulation_fidelity, pearson
+from wspace.presets import PRETRAIN_PRESETS
 from wspace.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from wspace.training.pretrain import PretrainResult, pretrain
 from wspace.zoo.store import Zoo

@@ -1,0 +1,67 @@
+"""No drift between the README's main job and the code: the README's command resolves to the
+configuration of the measured run committed in reports/main_job/, and the figures the README
+quotes are that run's."""
+
+import json
+import shlex
+from pathlib import Path
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+from wspace.cli import cli
+from wspace.experiment.summary import emulation_sentence
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURED = ROOT / "reports" / "main_job"
+#: where the measured run happened to write: paths of that machine, not settings of the job
+MACHINE_FIELDS = ("tracking_uri",)
+
+
+def _readme_main_command() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if "pip install -e . && wspace run" in ln]
+    return shlex.split(line.split("&& wspace ", 1)[1])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _config_of(args: list[str], monkeypatch) -> dict:
+    """The RunConfig `wspace ARGS` hands to the pipeline (the pipeline itself is not run)."""
+    captured = {}
+
+    def capture(config, **_):
+        captured["config"] = config
+        raise _Stop
+
+    monkeypatch.setattr("wspace.experiment.run.run", capture)
+    result = CliRunner().invoke(cli, args)
+    assert isinstance(result.exception, _Stop), result.output
+    return json.loads(json.dumps(attrs.asdict(captured["config"])))  # as config.json stores it
+
+
+def _without_machine_fields(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in MACHINE_FIELDS}
+
+
+def test_the_readme_command_is_the_measured_configuration(monkeypatch):
+    measured = json.loads((MEASURED / "config.json").read_text())
+    assert _without_machine_fields(_config_of(_readme_main_command(), monkeypatch)) == \
+        _without_machine_fields(measured)
+
+
+def test_a_changed_default_would_be_caught(monkeypatch):
+    measured = json.loads((MEASURED / "config.json").read_text())
+    changed = _config_of(_readme_main_command() + ["--pretrain-steps", "7"], monkeypatch)
+    assert _without_machine_fields(changed) != _without_machine_fields(measured)
+
+
+def test_the_readme_quotes_the_measured_run():
+    results = json.loads((MEASURED / "results.json").read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert emulation_sentence(results) in readme
+    console = (MEASURED / "console.txt").read_text()
+    assert emulation_sentence(results) in console

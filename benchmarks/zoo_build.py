@@ -479,11 +479,13 @@ def run_training_steps(args, cores: int) -> dict:
     ``args.rounds`` interleaved rounds."""
     P, g = args.processes, args.group_size
     flops = matmul_flops_per_model_step()
+    # the loop in P worker processes; with P = 1 its name would clash with the in-process loop's
+    loop_pool = f"loop_{P}proc" if P > 1 else "loop_1proc_pool"
     methods = {
         f"builder_{P}proc_g{g}": lambda k: in_processes("batched", k, P, args.seconds, g),
         "batched_1proc": lambda k: in_process("batched", k, args.seconds, k),
         "loop_1proc": lambda k: in_process("loop", k, args.seconds, g),
-        f"loop_{P}proc": lambda k: in_processes("loop", k, P, args.seconds, g),
+        loop_pool: lambda k: in_processes("loop", k, P, args.seconds, g),
     }
     results = {"machine": _machine(cores),
                "shape": {"input": I, "hidden": H, "layers": LAYERS, "output": O, "batch": B, "steps": T},

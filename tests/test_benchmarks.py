@@ -90,3 +90,16 @@ def test_zoo_build_end_to_end_without_reference(tmp_path):
     assert set(results["best"]) == {"builder"} and "speedup" not in results
     assert builder["model_steps"] == 2 * 4 and builder["wall_s"] > 0 and builder["gflops"] > 0
     assert results["zoo"]["eval_strings"] == 500 and results["zoo"]["rollouts"] == 100  # the quick preset's
+
+
+def test_zoo_build_training_steps_in_one_process(tmp_path):
+    """--processes 1: the pooled loop is timed under its own name, not over the in-process one."""
+    out = tmp_path / "k.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "zoo_build.py"), "--ks", "2", "--seconds", "0.2",
+                           "--rounds", "1", "--processes", "1", "--json", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(out.read_text())["results"]["2"]
+    assert set(row) == {"builder_1proc_g16", "batched_1proc", "loop_1proc", "loop_1proc_pool"}
+    assert all(r["model_steps_per_s"] > 0 for r in row.values())
+

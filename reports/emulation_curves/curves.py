@@ -31,6 +31,7 @@ import attrs
 import numpy as np
 import torch
 
+from wspace.cli.options import key_values
 from wspace.config import PretrainConfig
 from wspace.evaluation.fidelity import emulation_fidelity, pearson
 from wspace.presets import PRETRAIN_PRESETS
@@ -39,20 +40,10 @@ from wspace.training.pretrain import PretrainResult, pretrain
 from wspace.zoo.store import Zoo
 
 
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text, text)
-
-
 def parse_setting(spec: str) -> tuple[str, dict]:
     """``name:key=value,key=value`` -> (name, PretrainConfig overrides)."""
     name, _, body = spec.partition(":")
-    overrides = dict(kv.split("=", 1) for kv in body.split(",") if kv)
-    return name, {k: _value(v) for k, v in overrides.items()}
+    return name, key_values(tuple(kv for kv in body.split(",") if kv), "--setting")
 
 
 def score(result: PretrainResult, zoo: Zoo, max_networks: int, good: float) -> dict:

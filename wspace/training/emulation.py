@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from wspace_core.architecture import Architecture, ParameterLayout, Params, ParamSpec, Sizes
-from wspace_core.registry import WspaceError
 from wspace_core.symmetry import SymmetrySpec
+from wspace_core.validators import one_of
 from wspace.config import EMULATOR_CONDITIONS as CONDITIONS
 
 
@@ -23,8 +23,7 @@ class Emulator(nn.Module):
     def __init__(self, input_size: int, output_size: int, z_dim: int, hidden: int = 256, layers: int = 2,
                  condition: str = "bos", open_forget_gates: bool = False):
         super().__init__()
-        if condition not in CONDITIONS:
-            raise WspaceError(f"emulator condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
+        one_of(*CONDITIONS).require("emulator condition", condition)
         self.input_size, self.output_size, self.z_dim = input_size, output_size, z_dim
         self.condition = condition
         self.embed = nn.Linear(input_size, hidden)

@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 from wspace import presets
-from wspace.config import (DownstreamConfig, PretrainConfig, RunConfig, ZooSettings, config_from_dict, load_toml,
+from wspace.config import (SECTIONS, EncoderSettings, PretrainConfig, RunConfig, config_from_dict, load_toml,
                            resolve)
 from wspace.experiment.zoos import zoo_config_for, zoo_path_for
 from wspace.tracking import flatten_params
@@ -146,8 +146,8 @@ def test_preset_then_file_then_flags_in_every_section(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('preset = "smoke"\n[zoo]\nnum_models = 16\nsteps = 40\n[zoo.task_settings]\nmax_n = 6\n'
                     '[downstream]\nfrozen_steps = 7\nood_half = "network"\n[pretrain]\nsteps = 11\n'
-                    '[encoder_options]\nlength = 4\n')
-    config = resolve(load_toml(toml), zoo={"steps": 50}, encoder_options={"num_probes": 3},
+                    '[encoder.options]\nlength = 4\n')
+    config = resolve(load_toml(toml), zoo={"steps": 50}, **{"encoder.options": {"num_probes": 3}},
                      **{"downstream.frozen_steps": 9, "pretrain.lr": 0.5})
     smoke = resolve(preset="smoke")
     assert (config.zoo.num_models, config.zoo.steps, config.zoo.num_rollouts) == (16, 50, smoke.zoo.num_rollouts)
@@ -156,7 +156,7 @@ def test_preset_then_file_then_flags_in_every_section(tmp_path):
     assert (config.downstream.frozen_steps, config.downstream.ood_half) == (9, "network")
     assert config.downstream.supervised_steps == smoke.downstream.supervised_steps == 20
     assert (config.pretrain.steps, config.pretrain.lr) == (11, 0.5)
-    assert config.encoder_options == {"length": 4, "num_probes": 3}
+    assert config.encoder.options == {"length": 4, "num_probes": 3}
     assert RunConfig(preset="smoke") == smoke  # sections left out are the preset's
 
 
@@ -168,6 +168,11 @@ def test_preset_then_file_then_flags_in_every_section(tmp_path):
     ("[zoo]\ntask_settings = 3\n", "task_settings must be a table"),
     ("[task_settings]\nmax_n = 3\n", r"\[zoo.task_settings\]"),
     ("[zoo]\nchunk_size = 0\n", "chunk_size must be a positive integer"),
+    ("z_dim = 8\n", r"'z_dim' is an encoder setting; write it as \[encoder\] z_dim"),
+    ("[encoder_options]\nlength = 3\n", r"write it as \[encoder.options\]"),
+    ("[encoder]\nzdim = 8\n", r"'zdim'.*\[encoder\]"),
+    ("[encoder]\nz_dim = 0\n", "z_dim must be a positive integer"),
+    ("encoder = 3\n", "'encoder' must be a table"),
 ])
 def test_bad_sections_are_refused_with_the_key_named(tmp_path, text, match):
     toml = tmp_path / "bad.toml"
@@ -179,7 +184,7 @@ def test_bad_sections_are_refused_with_the_key_named(tmp_path, text, match):
 @pytest.mark.parametrize("flags", [
     dict(preset="smoke"),
     dict(preset="paper", device="cuda", task="tiled_mnist", seed=4),
-    dict(preset="quick", zoo={"num_models": 10, "task_settings": {"max_n": 6}}, encoder_options={"length": 3},
+    dict(preset="quick", zoo={"num_models": 10, "task_settings": {"max_n": 6}}, encoder={"options": {"length": 3}},
          **{"downstream.ood_half": "network", "pretrain.objective": "reverse_kl"}),
 ])
 def test_a_stored_configuration_is_rebuilt_into_the_same_object(flags):
@@ -200,16 +205,16 @@ def test_a_configuration_stored_before_the_typed_zoo_section_loads_its_zoo():
     assert zoo_config_for(config) == preset_config("formal_languages", "smoke", num_models=8,
                                                    task_settings={"max_n": 6})
     assert config.downstream == resolve(preset="smoke").downstream
-    assert (config.encoder, config.seed, config.z_dim, config.encoder_options) == ("dwsnet", 2, 8, {"channels": 4})
+    assert config.encoder == EncoderSettings(name="dwsnet", z_dim=8, options={"channels": 4})
+    assert config.seed == 2
     with pytest.raises(WspaceError, match="config.json: unknown zoo setting"):
         config_from_dict({**stored, "zoo": {"models": 8}}, "config.json")
 
 
 def test_every_setting_is_logged():
     params = flatten_params(attrs.asdict(resolve(preset="smoke")))
-    for section in (ZooSettings, PretrainConfig, DownstreamConfig):
-        name = {ZooSettings: "zoo", PretrainConfig: "pretrain", DownstreamConfig: "downstream"}[section]
-        fields = [f.name for f in attrs.fields(section) if f.name != "task_settings"]
+    for name, section in SECTIONS.items():
+        fields = [f.name for f in attrs.fields(section) if f.name not in ("task_settings", "options")]
         assert all(f"{name}.{field}" in params for field in fields), name
     assert params["zoo.task_settings.num_eval_strings"] == "32" and params["downstream.frozen_steps"] == "50"
 
@@ -219,9 +224,9 @@ def test_the_documented_configuration_file_resolves(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
     config = resolve(load_toml(toml))
-    assert (config.preset, config.encoder, config.zoo.num_models, config.pretrain.steps) == ("smoke", "dwsnet", 24, 60)
+    assert (config.preset, config.encoder.name, config.zoo.num_models, config.pretrain.steps) == ("smoke", "dwsnet", 24, 60)
     assert config.zoo.task_settings["max_n"] == 6 and config.downstream.ood_half == "network"
     from wspace.validation import encoder_context_for
     from wspace_core.plugins import encoders
 
-    encoders().get(config.encoder)(encoder_context_for(config))  # its options fit the encoder
+    encoders().get(config.encoder.name)(encoder_context_for(config))  # its options fit the encoder

@@ -149,7 +149,7 @@ def test_resume_refuses_an_older_or_partial_checkpoint(finished, drop):
 def test_resume_refuses_a_checkpoint_of_other_sizes(finished):
     run_dir = interrupted_copy(finished, "other-sizes")
     config = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps({**config, "z_dim": 7}))
+    (run_dir / "config.json").write_text(json.dumps({**config, "encoder": {**config["encoder"], "z_dim": 7}}))
     result = wspace("run", "--resume", run_dir, "--no-tracking")
     refused(result, "do not fit this run's")
     assert not any(w in result.output for w in WORK)

@@ -17,7 +17,7 @@ def test_flags_win_over_file_over_preset(tmp_path):
     values = load_toml(toml)
     config = resolve(values, encoder="layerwise_statistics", **{"pretrain.steps": 7})
     assert config.preset == "smoke"  # from the file
-    assert config.encoder == "layerwise_statistics"  # flag beats file
+    assert config.encoder.name == "layerwise_statistics"  # flag beats file
     assert config.seed == 3  # file beats default
     assert config.pretrain.steps == 7 and config.pretrain.lr == 0.5
     assert config.pretrain.emulator_hidden == PRETRAIN_PRESETS["smoke"]["emulator_hidden"]  # preset
@@ -60,7 +60,7 @@ def test_wspace_run_smoke_logs_one_mlflow_run(tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(results["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["encoder"] == "layerwise_statistics"
+    assert run.data.params["encoder.name"] == run.data.tags["encoder"] == "layerwise_statistics"
     assert run.data.params["pretrain.steps"] == str(PRETRAIN_PRESETS["smoke"]["steps"])
     assert run.data.tags["zoo_fingerprint"] == results["zoo_fingerprint"]
     history = client.get_metric_history(run.info.run_id, "validation/reverse_kl")

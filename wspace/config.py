@@ -1,5 +1,5 @@
-"""Run configuration: one tree of attrs frozen classes (the run, its zoo, pretraining and
-downstream sections), resolved once from a preset, an optional TOML file and flags that win.
+"""Run configuration: one tree of attrs frozen classes (the run, its zoo, encoder, pretraining
+and downstream sections), resolved once from a preset, an optional TOML file and flags that win.
 
 Resolution order (later wins): preset (``wspace.presets``) -> TOML file -> command-line flags,
 applied in ``resolve``. ``attrs.asdict`` of the result is what MLflow logs and what a run
@@ -154,22 +154,31 @@ class ZooSettings:
 
 
 @attrs.frozen
+class EncoderSettings:
+    """The encoder a run pretrains: the plugin's registered name, the size of z, and the plugin's
+    own options. The plugin types and checks ``options`` itself (its attrs config class, e.g.
+    ``wspace_probing.config.ProbingConfig``) and sizes the rest from the run's preset;
+    ``wspace.validation.check_run`` builds it before any work, so a wrong option fails first."""
+
+    name: str = attrs.field(default="interactive_probing", validator=attrs.validators.instance_of(str))
+    z_dim: int = attrs.field(default=16, validator=_positive_int)
+    options: dict[str, Any] = attrs.field(factory=dict, validator=_table)
+
+
+@attrs.frozen
 class RunConfig:
     """Everything `wspace run` needs; ``attrs.asdict`` of it is logged as MLflow params. Sections
     left out default to the preset's values (for the task family, on the device)."""
 
     arch: str = "lstm"
     task: str = "formal_languages"
-    encoder: str = "interactive_probing"
+    encoder: EncoderSettings = attrs.field(factory=EncoderSettings,
+                                           validator=attrs.validators.instance_of(EncoderSettings))
     preset: str = attrs.field(default="quick", validator=_preset)
     seed: int = attrs.field(default=0, validator=check_seed_field)
-    z_dim: int = attrs.field(default=16, validator=_positive_int)
     device: str = attrs.field(default="cpu", validator=check_device)
     zoo: ZooSettings = attrs.field(validator=attrs.validators.instance_of(ZooSettings))
     zoo_path: str | None = None  # an existing zoo directory to learn from instead of the preset's
-    #: options of the encoder plugin, which sizes itself from the preset and these
-    #: (its own attrs config class, e.g. ``wspace_probing.config.ProbingConfig``)
-    encoder_options: dict[str, Any] = attrs.field(factory=dict, validator=_table)
     pretrain: PretrainConfig = attrs.field(validator=attrs.validators.instance_of(PretrainConfig))
     downstream: DownstreamConfig = attrs.field(validator=attrs.validators.instance_of(DownstreamConfig))
     out_dir: str = "wspace_runs"
@@ -191,11 +200,14 @@ class RunConfig:
 
 
 #: the sections of a run configuration (tables of a TOML file), by field name
-SECTIONS: dict[str, type] = {"zoo": ZooSettings, "pretrain": PretrainConfig, "downstream": DownstreamConfig}
+SECTIONS: dict[str, type] = {"zoo": ZooSettings, "encoder": EncoderSettings, "pretrain": PretrainConfig,
+                             "downstream": DownstreamConfig}
 #: the top-level settings that are plain values, with the type a TOML file must give
 _TOP_TYPES = {f.name: (str if f.default is None else type(f.default)) for f in attrs.fields(RunConfig)
-              if f.name not in SECTIONS and f.name != "encoder_options"}
+              if f.name not in SECTIONS}
 _TOP_KEYS = {f.name for f in attrs.fields(RunConfig)}
+#: settings that were top-level before the encoder section was typed -> where they live now
+MOVED_TO_ENCODER = {"z_dim": "z_dim", "encoder_options": "options"}
 
 
 def _field_names(cls: type) -> set[str]:
@@ -213,8 +225,9 @@ def _check_keys(given: dict, allowed: set[str], where: str, source: str) -> None
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a run configuration file, refusing unknown keys and wrong types with the key named.
-    Tables: ``[zoo]`` (with ``[zoo.task_settings]``), ``[pretrain]``, ``[downstream]``,
-    ``[encoder_options]``; everything else is a top-level value."""
+    Tables: ``[zoo]`` (with ``[zoo.task_settings]``), ``[encoder]`` (with ``[encoder.options]``),
+    ``[pretrain]``, ``[downstream]``; everything else is a top-level value. ``encoder = "name"``
+    at the top level is short for ``[encoder] name = "name"``."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -224,11 +237,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise WspaceError(f"config file {path} is not valid TOML: {err}") from None
     if "task_settings" in data:
         raise WspaceError(f"{path}: task settings are part of the zoo; write them as [zoo.task_settings]")
+    for old, new in MOVED_TO_ENCODER.items():
+        if old in data:
+            where = "[encoder.options]" if new == "options" else f"[encoder] {new} = ..."
+            raise WspaceError(f"{path}: {old!r} is an encoder setting; write it as {where}")
     _check_keys(data, _TOP_KEYS, "the top level", str(path))
-    for table in (*SECTIONS, "encoder_options"):
+    if isinstance(data.get("encoder"), str):  # the short form: the encoder's name
+        data["encoder"] = {"name": data["encoder"]}
+    for table in SECTIONS:
         if table in data and not isinstance(data[table], dict):
             raise WspaceError(f"{path}: {table!r} must be a table ([{table}])")
-    for table in ("pretrain", "downstream"):
+    for table in ("encoder", "pretrain", "downstream"):
         _check_keys(data.get(table, {}), _field_names(SECTIONS[table]), f"[{table}]", str(path))
     for key, expected in _TOP_TYPES.items():
         value = data.get(key, expected())
@@ -270,11 +289,14 @@ def zoo_settings(task: str, preset: str, device: str, *layers: dict[str, Any]) -
 
 def _split_layer(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A layer of settings -> (top-level values, {section: values}). Sections come as tables
-    (``{"pretrain": {...}}``) or dotted keys (``{"pretrain.steps": 7}``)."""
+    (``{"pretrain": {...}}``) or dotted keys (``{"pretrain.steps": 7}``); a string ``encoder``
+    is the encoder's name."""
     top, sections = {}, {name: {} for name in SECTIONS}
     for key, value in values.items():
         section, _, field = key.partition(".")
-        if field and section in SECTIONS:
+        if key == "encoder" and isinstance(value, str):
+            sections["encoder"]["name"] = value
+        elif field and section in SECTIONS:
             sections[section][field] = value
         elif key in SECTIONS and value is not None:
             sections[key] = _merge(sections[key], value)
@@ -286,7 +308,8 @@ def _split_layer(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict
 def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
     """preset < file < flags. ``file_values`` as ``load_toml`` returns them; ``flags`` uses
     RunConfig field names, section tables (``zoo={...}``) and ``<section>.<field>`` keys (e.g.
-    ``{"pretrain.steps": 100}``); None means "not given". The preset comes from the flags, else
+    ``{"pretrain.steps": 100}``, ``{"encoder.z_dim": 8}``; ``encoder="dwsnet"`` names the
+    encoder); None means "not given". The preset comes from the flags, else
     the file, else "quick"."""
     layers = [_split_layer(dict(file_values or {})), _split_layer(flags)]
     top: dict[str, Any] = {}
@@ -299,8 +322,8 @@ def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
     device = top.get("device", attrs.fields(RunConfig).device.default)
     presets = section_presets(task, preset, device)
     sections: dict[str, Any] = {"zoo": zoo_settings(task, preset, device, *(s["zoo"] for _, s in layers))}
-    for name in ("pretrain", "downstream"):
-        values = presets[name]
+    for name in ("encoder", "pretrain", "downstream"):
+        values = presets.get(name, {})
         for _, layer in layers:
             _check_keys(layer[name], _field_names(SECTIONS[name]), f"{name} settings", "configuration")
             values = _merge(values, layer[name])
@@ -319,8 +342,17 @@ def with_earlier_choices(raw: dict) -> dict:
     """A stored configuration in the layout of today's ``attrs.asdict(RunConfig)``. One written
     before ``loss_positions`` existed gets the pretraining choices it was trained with, not
     today's defaults; one written before the zoo section was typed (its ``zoo`` the overrides of
-    the preset, ``task_settings`` beside it) gets them as zoo overrides, which give the same zoo."""
+    the preset, ``task_settings`` beside it) gets them as zoo overrides, which give the same zoo;
+    one written before the encoder section was typed (``encoder`` a name, ``z_dim`` and
+    ``encoder_options`` beside it) gets them as its encoder section."""
     raw = dict(raw)
+    if isinstance(raw.get("encoder"), str) or any(old in raw for old in MOVED_TO_ENCODER):
+        encoder = raw.pop("encoder", None)
+        section = {"name": encoder} if isinstance(encoder, str) else dict(encoder or {})
+        for old, new in MOVED_TO_ENCODER.items():
+            if old in raw:
+                section[new] = raw.pop(old)
+        raw["encoder"] = section
     pretrain = raw.get("pretrain")
     if isinstance(pretrain, dict) and "loss_positions" not in pretrain:
         raw["pretrain"] = {**EARLIER_PRETRAIN_CHOICES, **pretrain}
@@ -335,9 +367,11 @@ def with_earlier_choices(raw: dict) -> dict:
 def config_from_dict(raw, source: str) -> RunConfig:
     """A RunConfig from its stored plain data (``attrs.asdict``), checked like a configuration
     file; ``resolve(attrs.asdict(config))`` gives ``config`` back."""
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(name, {}), dict) for name in SECTIONS):
+    if not isinstance(raw, dict):
         raise WspaceError(f"{source} does not hold a run configuration; start a new run")
     raw = with_earlier_choices(raw)
+    if not all(isinstance(raw.get(name, {}), dict) for name in SECTIONS):
+        raise WspaceError(f"{source} does not hold a run configuration; start a new run")
     try:
         return resolve(raw)
     except WspaceError as err:

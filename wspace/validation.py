@@ -208,7 +208,7 @@ def encoder_context_for(config, zoo=None):
 
         zoo = Zoo.open(config.zoo_path, expect_arch=config.arch, verify=False)  # checksums: when the run opens it
     if zoo is not None:
-        return encoder_context(zoo, config.z_dim, config.preset, config.encoder_options)
+        return encoder_context(zoo, config.encoder.z_dim, config.preset, config.encoder.options)
     from wspace.experiment.zoos import zoo_config_for
     from wspace.zoo.build import architecture_for
 
@@ -218,8 +218,8 @@ def encoder_context_for(config, zoo=None):
     return EncoderContext(layout=arch.layout, symmetry=arch.symmetry, sizes=arch.sizes,
                           input_size=task.input_size, output_size=task.output_size,
                           input_kind=task.input_kind, output_kind=task.output_kind,
-                          sequence_length=task.sequence_length, z_dim=config.z_dim, preset=config.preset,
-                          options=dict(config.encoder_options))
+                          sequence_length=task.sequence_length, z_dim=config.encoder.z_dim, preset=config.preset,
+                          options=dict(config.encoder.options))
 
 
 def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None:
@@ -237,7 +237,7 @@ def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None
     plugins.architectures().get(config.arch)
     plugins.task_families().get(config.task)
     plugins.objectives().get(config.pretrain.objective)
-    encoders = {config.encoder: config.encoder_options} if encoders is None else encoders
+    encoders = {config.encoder.name: config.encoder.options} if encoders is None else encoders
     for name in encoders:
         plugins.encoders().get(name)
     for options in encoders.values():

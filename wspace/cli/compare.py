@@ -67,7 +67,7 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
         seeds_spec = COMPARE_SEEDS[config.preset]
     seeds = parse_seeds(seeds_spec, config.seed)
     # unknown names, the device, sizes and where the report goes fail before any work
-    check_run(config, {name: encoder_options_for(name, config.encoder_options) for name in (baseline_encoder(), *encoders)})
+    check_run(config, {name: encoder_options_for(name, config.encoder.options) for name in (baseline_encoder(), *encoders)})
     if report_dir is None:
         report_dir = str(Path(config.out_dir) / "reports" / f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{config.task}")
     check_writable_dir(report_dir, "--out")

@@ -117,14 +117,14 @@ def predict_command(run_ref, properties, supervised, tracking_uri, zoo_path, dev
     results = {"frozen": predict_frozen(encoder, zoo, specs, dcfg, seed=config.seed, device=config.device)}
     if supervised:
         results["supervised"] = {
-            spec.name: predict_supervised(config.encoder, zoo, spec, dcfg, z_dim=config.z_dim, preset=config.preset,
-                                          encoder_options=config.encoder_options, seed=config.seed,
+            spec.name: predict_supervised(config.encoder.name, zoo, spec, dcfg, z_dim=config.encoder.z_dim, preset=config.preset,
+                                          encoder_options=config.encoder.options, seed=config.seed,
                                           device=config.device)
             for spec in specs}
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    click.echo(f"{config.encoder} on {config.task}: property prediction (validation / ood half)")
+    click.echo(f"{config.encoder.name} on {config.task}: property prediction (validation / ood half)")
     for setting, props in results.items():
         for prop, splits in props.items():
             key, _ = headline(splits["validation"])

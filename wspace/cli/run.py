@@ -76,11 +76,11 @@ def config_from_options(encoder: str | None, opts: dict):
         task = task or manifest["task"]["name"]
     flags = {
         "arch": arch, "task": task, "encoder": encoder, "zoo_path": opts.get("zoo_path"),
-        "preset": opts.get("preset"), "seed": opts.get("seed"), "z_dim": opts.get("z_dim"),
+        "preset": opts.get("preset"), "seed": opts.get("seed"), "encoder.z_dim": opts.get("z_dim"),
         "device": opts.get("device"), "out_dir": opts.get("out_dir"),
         "tracking_uri": opts.get("tracking_uri"), "experiment": opts.get("experiment"),
         "tracking": False if opts.get("no_tracking") else None,
-        "zoo": zoo, "encoder_options": encoder_options or None,
+        "zoo": zoo, "encoder.options": encoder_options or None,
         "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
         "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
         "pretrain.loss_positions": opts.get("loss_positions"),

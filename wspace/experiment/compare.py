@@ -152,15 +152,16 @@ def _run_one(ctx: RunContext, name: str, seed: int, config: CompareConfig, paren
     """One child run: pretrain ``name`` with ``seed``, evaluate it (the baseline: its chance level),
     save its encoder.pt and log its record."""
     is_baseline = name == baseline_encoder()
-    options = encoder_options_for(name, ctx.config.encoder_options)
-    child = ctx.child(ctx.run_dir / f"{name}-seed{seed}", encoder=name, seed=seed, encoder_options=options)
+    options = encoder_options_for(name, ctx.config.encoder.options)
+    child = ctx.child(ctx.run_dir / f"{name}-seed{seed}", seed=seed,
+                      encoder=attrs.evolve(ctx.config.encoder, name=name, options=options))
     run_cfg, tracker, zoo = child.config, child.tracker, child.zoo
     with tracker.start_run(f"{name}-seed{seed}", parent_run_id=parent_id,
                            tags={"arch": run_cfg.arch, "task": run_cfg.task, "encoder": name, "seed": seed,
                                  "zoo_fingerprint": zoo.fingerprint, "preset": run_cfg.preset,
                                  "baseline": is_baseline}) as child_id:
         tracker.log_params(attrs.asdict(run_cfg))
-        result = pretrain(zoo, name, run_cfg.pretrain, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
+        result = pretrain(zoo, name, run_cfg.pretrain, z_dim=run_cfg.encoder.z_dim, preset=run_cfg.preset,
                           encoder_options=options, seed=seed, device=run_cfg.device,
                           log_metrics=tracker.log_metrics, progress=child.pretrain_progress)
         tracker.log_metrics(metric_keys("best", result.metrics), result.best_step)
@@ -182,7 +183,7 @@ def _run_one(ctx: RunContext, name: str, seed: int, config: CompareConfig, paren
 def _evaluate_baseline(child: RunContext, result: PretrainResult, record: dict) -> None:
     """A head on a z that carries nothing: the chance level of every property (into ``record``, logged)."""
     run_cfg, zoo = child.config, child.zoo
-    child.echo(f"  {run_cfg.encoder}: property prediction (the chance level)")
+    child.echo(f"  {run_cfg.encoder.name}: property prediction (the chance level)")
     record["downstream_frozen"] = predict_frozen(result.encoder, zoo, properties_of(zoo),
                                                  run_cfg.downstream, seed=run_cfg.seed,
                                                  device=run_cfg.device)
@@ -193,7 +194,7 @@ def _evaluate_encoder(child: RunContext, result: PretrainResult, record: dict, s
     """Emulation fidelity, property prediction from the frozen z and, unless skipped, the
     supervised baseline (into ``record``, logged). Returns the fidelity."""
     run_cfg, zoo = child.config, child.zoo
-    name, seed = run_cfg.encoder, run_cfg.seed
+    name, seed = run_cfg.encoder.name, run_cfg.seed
     specs, dcfg = properties_of(zoo), run_cfg.downstream
     child.echo(f"  {name}: emulation fidelity, property prediction")
     fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
@@ -202,8 +203,8 @@ def _evaluate_encoder(child: RunContext, result: PretrainResult, record: dict, s
     if not skip_supervised:
         child.echo(f"  {name}: supervised baseline (trained end to end)")
         record["downstream_supervised"] = {
-            spec.name: predict_supervised(name, zoo, spec, dcfg, z_dim=run_cfg.z_dim, preset=run_cfg.preset,
-                                          encoder_options=run_cfg.encoder_options, seed=seed, device=run_cfg.device)
+            spec.name: predict_supervised(name, zoo, spec, dcfg, z_dim=run_cfg.encoder.z_dim, preset=run_cfg.preset,
+                                          encoder_options=run_cfg.encoder.options, seed=seed, device=run_cfg.device)
             for spec in specs}
     metrics = metric_keys("fidelity", record["emulation_fidelity"])
     for setting in ("downstream_frozen", "downstream_supervised"):
@@ -449,10 +450,10 @@ def _permutation(ctx: RunContext, config: CompareConfig, trained: dict[str, torc
     """The hidden-neuron permutation table of each encoder freshly initialised and trained (first seed)."""
     run_cfg = ctx.config
     encoders_for_table = {}
-    context = encoder_context(ctx.zoo, run_cfg.z_dim, run_cfg.preset)
+    context = encoder_context(ctx.zoo, run_cfg.encoder.z_dim, run_cfg.preset)
     for name in config.encoders:
         torch.manual_seed(config.seeds[0])
-        options = encoder_options_for(name, run_cfg.encoder_options)
+        options = encoder_options_for(name, run_cfg.encoder.options)
         fresh = build_encoder(name, attrs.evolve(context, options=options)).to(torch.device(run_cfg.device))
         encoders_for_table[f"{name} (untrained)"] = fresh
         encoders_for_table[f"{name} (trained)"] = trained[name]

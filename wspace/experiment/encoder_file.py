@@ -26,7 +26,7 @@ def save_encoder(run_dir: Path, result: PretrainResult, config: RunConfig, zoo) 
     """Write ``run_dir/encoder.pt`` of ``result``, pretrained with ``config`` on ``zoo``; returns its path."""
     path = Path(run_dir) / ENCODER_FILE
     torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
-                "encoder_name": config.encoder, "config": json.dumps(attrs.asdict(config)),
+                "encoder_name": config.encoder.name, "config": json.dumps(attrs.asdict(config)),
                 "zoo_fingerprint": zoo.fingerprint},  # what `wspace predict` finds the zoo by
                path)
     return path
@@ -67,12 +67,12 @@ def read_encoder(path: Path, device: str = "cpu") -> StoredEncoder:
 def restore_encoder(stored: StoredEncoder, zoo) -> Encoder:
     """The stored encoder, built for ``zoo`` and loaded with its weights, on the configuration's device."""
     config = stored.config
-    context = encoder_context(zoo, config.z_dim, config.preset, config.encoder_options)
-    check_encoder_fits(config.encoder, context, config.device)  # the stored sizes are data too
-    encoder = build_encoder(config.encoder, context)
+    context = encoder_context(zoo, config.encoder.z_dim, config.preset, config.encoder.options)
+    check_encoder_fits(config.encoder.name, context, config.device)  # the stored sizes are data too
+    encoder = build_encoder(config.encoder.name, context)
     try:
         encoder.load_state_dict(stored.weights)
     except (RuntimeError, ValueError, TypeError) as err:
-        raise WspaceError(f"{stored.path}: the stored encoder weights do not fit a {config.encoder!r} encoder "
+        raise WspaceError(f"{stored.path}: the stored encoder weights do not fit a {config.encoder.name!r} encoder "
                           f"({str(err).splitlines()[0]}); the checkpoint is damaged or from another wspace") from None
     return encoder.to(torch.device(config.device))

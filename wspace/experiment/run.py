@@ -63,7 +63,7 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
 def check_encoder(ctx: RunContext) -> None:
     """A bad encoder option, or one too large for this machine, fails now, not after the baseline has trained."""
     config = ctx.config
-    check_encoder_fits(config.encoder, encoder_context(ctx.zoo, config.z_dim, config.preset, config.encoder_options),
+    check_encoder_fits(config.encoder.name, encoder_context(ctx.zoo, config.encoder.z_dim, config.preset, config.encoder.options),
                        config.device)
 
 
@@ -84,14 +84,14 @@ def baseline_result(ctx: RunContext) -> dict:
     """The no-information floor for this zoo and pretraining configuration (cached on disk)."""
     config = ctx.config
     key = json_digest({"zoo": ctx.zoo.fingerprint, "pretrain": attrs.asdict(config.pretrain),
-                       "z_dim": config.z_dim, "seed": config.seed, "preset": config.preset})
+                       "z_dim": config.encoder.z_dim, "seed": config.seed, "preset": config.preset})
     path = Path(config.out_dir) / "baselines" / f"{key}.json"
     cached = ctx.from_main(lambda: json.loads(path.read_text()) if path.exists() else None)  # all take rank 0's branch
     if cached is not None:
         ctx.echo(f"reusing the no-information baseline {path}")
         return cached
     ctx.echo("training the no-information baseline (z carries nothing about the network)")
-    result = pretrain(ctx.zoo, baseline_encoder(), config.pretrain, z_dim=config.z_dim, preset=config.preset,
+    result = pretrain(ctx.zoo, baseline_encoder(), config.pretrain, z_dim=config.encoder.z_dim, preset=config.preset,
                       seed=config.seed, device=config.device, progress=ctx.pretrain_progress)
     summary = result_summary(result)
     if ctx.dist.is_main:  # scored on the networks the encoder's emulation is scored on (same rows, same draws)
@@ -112,8 +112,8 @@ def start_tracking(ctx: RunContext, resuming: bool):
         ctx.echo(f"the run was tracked at {record.get('tracking_uri')}; logging the rest to a new MLflow run "
                  f"at {tracker.uri}")
     run_id = tracker.start_run(
-        f"{config.encoder}-{config.task}",
-        tags={"arch": config.arch, "task": config.task, "encoder": config.encoder,
+        f"{config.encoder.name}-{config.task}",
+        tags={"arch": config.arch, "task": config.task, "encoder": config.encoder.name,
               "zoo_fingerprint": ctx.zoo.fingerprint, "preset": config.preset},
         **({"run_id": resume_id} if resume_id else {}),
     )
@@ -141,12 +141,12 @@ def pretrain_encoder(ctx: RunContext, resuming: bool) -> PretrainResult:
     config, run_dir = ctx.config, ctx.run_dir
     checkpoint_found = bool(ctx.shared(resuming and (run_dir / CHECKPOINT).exists()))
     if checkpoint_found:
-        ctx.echo(f"pretraining {config.encoder} from its last checkpoint ({config.pretrain.steps} steps at most)")
+        ctx.echo(f"pretraining {config.encoder.name} from its last checkpoint ({config.pretrain.steps} steps at most)")
     else:
-        ctx.echo(f"pretraining {config.encoder} by emulation ({config.pretrain.steps} steps at most)")
+        ctx.echo(f"pretraining {config.encoder.name} by emulation ({config.pretrain.steps} steps at most)")
     return pretrain(
-        ctx.zoo, config.encoder, config.pretrain, z_dim=config.z_dim, preset=config.preset,
-        encoder_options=config.encoder_options, seed=config.seed, device=config.device,
+        ctx.zoo, config.encoder.name, config.pretrain, z_dim=config.encoder.z_dim, preset=config.preset,
+        encoder_options=config.encoder.options, seed=config.seed, device=config.device,
         checkpoint_dir=run_dir, resume=checkpoint_found, log_metrics=ctx.tracker.log_metrics,
         progress=ctx.pretrain_progress,
     )
@@ -161,15 +161,15 @@ def plot_embeddings_and_fidelity(ctx: RunContext, result: PretrainResult) -> dic
     rows, z = split_embeddings(result.encoder, zoo, "validation", config.device)
     perf = zoo.metadata[zoo.task_family().metric_columns[0]][rows]
     plot_paths = [
-        plots.embedding_plot(z, task_labels(zoo, rows), f"{config.encoder}: z of validation networks",
+        plots.embedding_plot(z, task_labels(zoo, rows), f"{config.encoder.name}: z of validation networks",
                              run_dir / "embedding_by_task.png", color_label="task"),
-        plots.embedding_plot(z, perf, f"{config.encoder}: z of validation networks",
+        plots.embedding_plot(z, perf, f"{config.encoder.name}: z of validation networks",
                              run_dir / "embedding_by_performance.png", color_label="performance"),
     ]
     fidelity = emulation_fidelity(result, zoo, "validation", config.device, seed=config.seed)
     plot_paths.append(plots.fidelity_plot(fidelity["original"], fidelity["emulated"],
                                           run_dir / "emulation_fidelity.png",
-                                          f"{config.encoder}: emulation fidelity (validation)"))
+                                          f"{config.encoder.name}: emulation fidelity (validation)"))
     for path in plot_paths:
         ctx.tracker.log_artifact(path, "plots")
     return fidelity
@@ -190,7 +190,7 @@ def results_of(ctx: RunContext, result: PretrainResult, baseline: dict, fidelity
     config, zoo = ctx.config, ctx.zoo
     objective = result.objective_metric
     return {
-        "encoder": config.encoder, "task": config.task, "arch": config.arch, "preset": config.preset,
+        "encoder": config.encoder.name, "task": config.task, "arch": config.arch, "preset": config.preset,
         "zoo": str(zoo.path), "zoo_fingerprint": zoo.fingerprint, "objective": config.pretrain.objective,
         "loss_positions": config.pretrain.loss_positions, "objective_metric": objective,
         "encoder_result": result_summary(result), "baseline": baseline,
@@ -261,9 +261,9 @@ def check_resumable(run_dir: str | Path, config: RunConfig) -> None:
         return
     state = load_checkpoint(path)  # a damaged or hostile file stops us here
     context = encoder_context_for(config)
-    check_encoder_fits(config.encoder, context, "cpu")
-    encoder = build_encoder(config.encoder, context)
-    emulator = Emulator.from_config(config.pretrain, context.input_size, context.output_size, config.z_dim)
+    check_encoder_fits(config.encoder.name, context, "cpu")
+    encoder = build_encoder(config.encoder.name, context)
+    emulator = Emulator.from_config(config.pretrain, context.input_size, context.output_size, config.encoder.z_dim)
     parameters = list(encoder.parameters()) + list(emulator.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=config.pretrain.lr, weight_decay=config.pretrain.weight_decay)
     restore_checkpoint(state, encoder, emulator, optimizer, path)
@@ -271,7 +271,7 @@ def check_resumable(run_dir: str | Path, config: RunConfig) -> None:
 
 def _new_run_dir(config: RunConfig) -> Path:
     """A fresh directory ``out_dir/runs/<time>-<encoder>-<task>`` (suffixed if that name is taken)."""
-    base = Path(config.out_dir) / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.encoder}-{config.task}"
+    base = Path(config.out_dir) / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.encoder.name}-{config.task}"
     base.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 1000):
         path = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")

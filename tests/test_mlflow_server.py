@@ -95,7 +95,7 @@ def test_wspace_run_logs_to_a_real_server(tmp_path):
         assert run.info.status == "FINISHED"
         assert client.get_experiment(run.info.experiment_id).name == "served"
         params = run.data.params
-        assert params["encoder"] == "layerwise_statistics" and params["preset"] == "smoke"
+        assert params["encoder.name"] == "layerwise_statistics" and params["preset"] == "smoke"
         assert params["zoo.num_models"] == "12" and params["tracking_uri"] == uri
         steps = int(params["pretrain.steps"])
         every = int(params["pretrain.eval_every"])

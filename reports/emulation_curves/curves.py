@@ -17,6 +17,9 @@ Wall time counts pretraining only (scoring is excluded). Usage::
 
     python reports/emulation_curves/curves.py --zoo ZOO_DIR --setting name:objective=cross_entropy,lr=0.003 \\
         --encoder interactive_probing --steps 3000 --every 500 --out reports/emulation_curves/fl128
+
+``--combine A/curves.json B/curves.json ... --out FIGURE.png`` draws the curves of several runs
+(zoo sizes, settings) in one figure, each labelled by its zoo's size and its setting.
 """
 
 from __future__ import annotations
@@ -104,8 +107,8 @@ def plot(curves: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zoo", required=True, help="a built zoo directory")
-    ap.add_argument("--setting", action="append", required=True,
+    ap.add_argument("--zoo", help="a built zoo directory")
+    ap.add_argument("--setting", action="append",
                     help="name:key=value,... PretrainConfig overrides of the preset (repeatable)")
     ap.add_argument("--encoder", default="interactive_probing")
     ap.add_argument("--preset", default="quick")
@@ -113,8 +116,16 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--max-networks", type=int, default=60)
     ap.add_argument("--good", type=float, default=0.8)
-    ap.add_argument("--out", required=True, help="output folder (curves.json, curves.png)")
+    ap.add_argument("--out", required=True, help="output folder (curves.json, curves.png); with --combine, the figure")
+    ap.add_argument("--combine", nargs="+", metavar="CURVES_JSON", help="plot these curves.json files together")
     args = ap.parse_args()
+    if args.combine:
+        combined = {f"{entry['zoo_models']} networks, {name}": entry
+                    for file in args.combine for name, entry in json.loads(Path(file).read_text()).items()}
+        plot(combined, Path(args.out))
+        return
+    if not args.zoo or not args.setting:
+        ap.error("--zoo and --setting are required (or --combine)")
     torch.set_num_threads(1)
     zoo = Zoo.open(args.zoo)
     out = Path(args.out)

@@ -284,6 +284,27 @@ def test_split_of_and_sample_tasks(rule):
         _family(split_rule="wspace", validation_fraction=0).sample_tasks(2, torch.Generator(), split="validation")
 
 
+
+def test_cover_draw_holds_every_language_once_before_any_repeats():
+    uniform, cover = _family(), _family(language_draw="cover")
+    languages = [tuple(map(int, r)) for r in cover.sample_tasks(500, torch.Generator().manual_seed(3)).tolist()]
+    first, second, rest = languages[:216], languages[216:432], languages[432:]
+    assert set(first) == set(all_languages()) and set(second) == set(all_languages())
+    assert len(set(rest)) == len(rest) == 500 - 432 and first != second  # a fresh order each round
+    drawn = uniform.sample_tasks(216, torch.Generator().manual_seed(3))
+    assert len({tuple(map(int, r)) for r in drawn.tolist()}) < 160  # independent draws repeat (about 137 of 216)
+    validation = cover.splits()["validation"]  # 32 languages
+    in_split = [tuple(r) for r in cover.sample_tasks(40, torch.Generator().manual_seed(0), split="validation")
+                .int().tolist()]
+    assert sorted(in_split[:len(validation)]) == sorted(validation) and len(set(in_split[len(validation):])) == 8
+    assert torch.equal(cover.sample_tasks(500, torch.Generator().manual_seed(3)),
+                       cover.sample_tasks(500, torch.Generator().manual_seed(3)))
+    assert cover.settings()["language_draw"] == "cover"
+    assert "language_draw" not in uniform.settings()  # the default: zoos built before it keep their fingerprints
+    assert FormalLanguages(**cover.settings()).settings() == cover.settings()
+    with pytest.raises(WspaceError, match="language_draw must be one of uniform, cover; got 'each'"):
+        _family(language_draw="each")
+
 def test_settings_registration_and_properties():
     fam = _family()
     assert isinstance(fam, TaskFamily) and type(fam) is FormalLanguages

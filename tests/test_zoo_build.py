@@ -324,6 +324,12 @@ def test_overrides_win_and_steps_scale_the_schedule():
     assert preset_config("formal_languages", "smoke", schedule=schedule).schedule == schedule
     tiny = scaled_schedule(3)
     assert tiny.snapshot_steps == (0, 1, 2, 3) and [s for s, _ in tiny.lr_points] == [0, 2, 3]
+    own = preset_config("formal_languages", "quick", steps=400, snapshot_fractions=[0, 0.1, 0.25, 0.5, 1],
+                        lr_fractions=[[0, 0.01], [0.7, 0.01], [1, 0.001]])
+    assert own.schedule.snapshot_steps == (0, 40, 100, 200, 400)
+    assert own.schedule.lr_points == ((0, 0.01), (280, 0.01), (400, 0.001))
+    assert own.schedule.lr_at(140) == 0.01 and own.schedule.lr_at(340) == pytest.approx(0.0055)
+    assert scaled_schedule(3, snapshot_fractions=(0, 0.4, 0.5, 1)).snapshot_steps == (0, 1, 2, 3)  # 1.2, 1.5 -> 1, 2
 
 
 @pytest.mark.parametrize("overrides, match", [

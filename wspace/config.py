@@ -135,11 +135,40 @@ def _table(instance, attribute, value):
         raise WspaceError(f"{attribute.name} must be a table of settings, got {value!r}")
 
 
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _optional_tuple(value):
+    return None if value is None else tuple(tuple(v) if isinstance(v, list) else v for v in value)
+
+
+def _snapshot_fractions(instance, attribute, value):
+    if value is None:
+        return
+    if not value or not all(_fraction(v) for v in value) or list(value) != sorted(set(value)):
+        raise WspaceError(f"zoo {attribute.name} must be increasing fractions of training in [0, 1] "
+                          f"(e.g. [0, 0.1, 0.25, 0.5, 1]), got {value!r}")
+
+
+def _lr_fractions(instance, attribute, value):
+    if value is None:
+        return
+    ok = value and all(isinstance(p, tuple) and len(p) == 2 and _fraction(p[0]) and isinstance(p[1], (int, float))
+                       and not isinstance(p[1], bool) and p[1] > 0 for p in value)
+    if not ok or [p[0] for p in value] != sorted({p[0] for p in value}):
+        raise WspaceError(f"zoo {attribute.name} must be [fraction of training, learning rate] pairs at "
+                          f"increasing fractions in [0, 1] with positive rates (e.g. [[0, 0.01], [0.7, 0.01], "
+                          f"[1, 0.001]]), got {value!r}")
+
+
 @attrs.frozen
 class ZooSettings:
     """The zoo a run learns from, less what the run names itself (task, architecture, device):
     ``wspace.zoo.build.zoo_config`` makes the ``ZooConfig`` of it. ``steps`` sets the training
-    schedule (the paper's, scaled: ``scaled_schedule``); ``task_settings`` go to the task family."""
+    schedule (the paper's, scaled: ``scaled_schedule``; ``snapshot_fractions`` and
+    ``lr_fractions`` replace its snapshot and learning-rate points); ``task_settings`` go to the
+    task family."""
 
     num_models: int = attrs.field(validator=_positive_int)
     chunk_size: int = attrs.field(validator=_positive_int)  # networks trained at once and committed together
@@ -151,6 +180,14 @@ class ZooSettings:
     split_fractions: tuple[float, float, float] = attrs.field(default=(0.7, 0.15, 0.15), converter=tuple)
     data_block: int = attrs.field(default=10, validator=_positive_int)
     task_settings: dict[str, Any] = attrs.field(factory=dict, validator=_table)
+    #: snapshots at these fractions of ``steps`` (rounded; points that round onto one step
+    #: merge); None: the paper's nine, at 0, 0.5, 1, 2.5, 5, 10, 25, 50 and 100 % of training
+    snapshot_fractions: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_tuple,
+                                                               validator=_snapshot_fractions)
+    #: learning rate (fraction of ``steps``, lr) points, linear between them; None: the paper's,
+    #: 0.01 at the start, 0.003 at half, 0.0003 at the end
+    lr_fractions: tuple[tuple[float, float], ...] | None = attrs.field(default=None, converter=_optional_tuple,
+                                                                       validator=_lr_fractions)
 
 
 @attrs.frozen

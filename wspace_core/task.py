@@ -101,8 +101,9 @@ class TaskFamily(ABC):
     @abstractmethod
     def sample_tasks(self, num_models: int, generator: torch.Generator,
                      split: str | None = None) -> torch.Tensor:
-        """(M, len(task_columns)) float64 task parameters, one row per model, drawn uniformly from
-        the tasks of ``split`` (None: from all tasks)."""
+        """(M, len(task_columns)) float64 task parameters, one row per model, drawn from the
+        tasks of ``split`` (None: from all tasks) with ``generator``: uniformly unless the
+        family's settings choose another draw (each marginal draw stays uniform)."""
 
     @abstractmethod
     def split_of(self, tasks: torch.Tensor) -> list[str]:

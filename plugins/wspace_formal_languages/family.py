@@ -41,6 +41,9 @@ from wspace_formal_languages.splits import (
 )
 
 SPLIT_RULES = ("published", "wspace")
+#: how a zoo's networks get their languages: "uniform", each drawn independently (the published
+#: zoo code), or "cover", every language once (in a seeded random order) before any repeats
+LANGUAGE_DRAWS = ("uniform", "cover")
 
 #: the largest min_n of any language (an offset of −3); max_n must exceed it
 _LARGEST_MIN_N = -min(OFFSET_VALUES)
@@ -83,6 +86,11 @@ class FormalLanguagesSettings:
     validation_fraction: float = attrs.field(default=0.1, converter=_int_to_float, validator=_fraction)
     #: split_rule=wspace: seed of the validation subset (fixed, so every zoo gets the same split)
     split_seed: int = attrs.field(default=0, validator=_int_at_least(0, "a fixed non-negative seed"))
+    #: "uniform" (published): each network's language drawn independently, so a zoo of 128 networks
+    #: holds about 97 of the 216 languages; "cover": the languages in a seeded random order, each
+    #: once before any repeats, so 216 networks hold all of them (a small zoo's choice, issue #13)
+    language_draw: str = attrs.field(default="uniform", validator=one_of(
+        *LANGUAGE_DRAWS, message="formal_languages setting {name} must be one of {choices}; got {value!r}"))
 
 
 class FormalLanguages(TaskFamily):
@@ -130,7 +138,12 @@ class FormalLanguages(TaskFamily):
     # ---- settings, tasks, splits -------------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        return attrs.asdict(self.config)
+        """The settings; ``language_draw`` only where it is not the default "uniform", so zoos
+        built before the setting existed keep their fingerprints."""
+        settings = attrs.asdict(self.config)
+        if settings["language_draw"] == "uniform":
+            del settings["language_draw"]
+        return settings
 
     def splits(self) -> dict[str, list[Language]]:
         """{"train", "validation", "ood"} -> the languages (mb, mc, md) of each split (published
@@ -150,7 +163,12 @@ class FormalLanguages(TaskFamily):
             raise WspaceError(f"the formal_languages {split} split is empty; raise "
                               f"{'validation_fraction' if split == 'validation' else 'ood_max_abs_sum'}")
         table = torch.tensor(languages, dtype=torch.float64)  # (K, 3)
-        index = torch.randint(len(languages), (num_models,), generator=generator, device=generator.device)
+        if self.config.language_draw == "cover":  # whole seeded permutations of the K languages, cut to M
+            rounds = -(-num_models // len(languages))
+            index = torch.cat([torch.randperm(len(languages), generator=generator, device=generator.device)
+                               for _ in range(rounds)])[:num_models]
+        else:
+            index = torch.randint(len(languages), (num_models,), generator=generator, device=generator.device)
         return table[index.cpu()]
 
     def split_of(self, tasks: torch.Tensor) -> list[str]:

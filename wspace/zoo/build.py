@@ -112,15 +112,23 @@ class BuildProgress:
     elapsed_s: float
 
 
-def scaled_schedule(steps: int, batch_size: int = 32, weight_decay: float = 1e-4) -> TrainingSchedule:
+def scaled_schedule(steps: int, batch_size: int = 32, weight_decay: float = 1e-4,
+                    snapshot_fractions: Sequence[float] | None = None,
+                    lr_fractions: Sequence[tuple[float, float]] | None = None) -> TrainingSchedule:
     """The paper's schedule scaled to ``steps``: its 9 snapshot steps and its learning-rate
     points (0.01 → 0.003 at half → 0.0003 at the end) at the same fractions of training
-    (snapshots that round onto the same step merge)."""
+    (snapshots that round onto the same step merge). ``snapshot_fractions`` and ``lr_fractions``
+    ((fraction, lr) pairs) replace the paper's points."""
     positive_int.require("steps", steps)
-    snaps = sorted({round(s * steps / PAPER_STEPS) for s in PAPER_SNAPSHOTS})
+    if snapshot_fractions is None:
+        snaps = sorted({round(s * steps / PAPER_STEPS) for s in PAPER_SNAPSHOTS})
+    else:
+        snaps = sorted({round(f * steps) for f in snapshot_fractions})
+    points = ([(round(s * steps / PAPER_STEPS), v) for s, v in PAPER_LR_POINTS] if lr_fractions is None
+              else [(round(f * steps), v) for f, v in lr_fractions])
     lr, last = [], -1
-    for s, v in PAPER_LR_POINTS:
-        at = max(round(s * steps / PAPER_STEPS), last + 1)
+    for s, v in points:
+        at = max(s, last + 1)
         lr.append((at, v))
         last = at
     return TrainingSchedule(steps=steps, snapshot_steps=tuple(snaps), batch_size=batch_size,
@@ -145,8 +153,9 @@ def zoo_config(task: str, settings: ZooSettings, arch: str, device: str,
     """The ZooConfig of a run's zoo settings: the schedule is the paper's scaled to
     ``settings.steps`` unless one is given."""
     values = attrs.asdict(settings, recurse=False)
-    steps = values.pop("steps")
-    return ZooConfig(task=task, arch=arch, device=device, schedule=schedule or scaled_schedule(steps), **values)
+    steps, snapshot_fractions, lr_fractions = (values.pop(k) for k in ("steps", "snapshot_fractions", "lr_fractions"))
+    schedule = schedule or scaled_schedule(steps, snapshot_fractions=snapshot_fractions, lr_fractions=lr_fractions)
+    return ZooConfig(task=task, arch=arch, device=device, schedule=schedule, **values)
 
 
 # ---- tasks, components ------------------------------------------------------------------------

@@ -32,8 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO_CONFIG_DIGESTS = {
     ("formal_languages", "smoke", "cpu"): "4f33f5a9708a9b42",  # 12 models in chunks of 4, 30 steps, 4 rollouts, {'num_eval_strings': 32}
     ("formal_languages", "smoke", "cuda"): "c8259365c463e4fd",
-    ("formal_languages", "quick", "cpu"): "b47b6aa6cc1f73be",  # 128 models in chunks of 128, 1500 steps, 100 rollouts, {'num_eval_strings': 500}
-    ("formal_languages", "quick", "cuda"): "8f8a863362124274",
+    # changed on purpose for issue #13 (256 models in chunks of 128, 300 steps, lr 0.02 held for 70 %,
+    # snapshots late in training, {'num_eval_strings': 500, 'language_draw': 'cover'}); at 5b98d1a:
+    # b47b6aa6cc1f73be / 8f8a863362124274, which reports/quick_formal_languages/config.toml still gives
+    ("formal_languages", "quick", "cpu"): "3c3c1caf9ac28aff",
+    ("formal_languages", "quick", "cuda"): "a782dd98980cc8de",
     ("formal_languages", "paper", "cpu"): "bc16efc9dbd49ddb",  # 1000 models in chunks of 100, 20000 steps, 100 rollouts, {}
     ("formal_languages", "paper", "cuda"): "73b400829a4c601b",  # chunks of 1000
     ("tiled_mnist", "smoke", "cpu"): "e10d840024acfda8",  # 12 models in chunks of 4, 30 steps, 4 rollouts, {'num_eval_images': 32}
@@ -46,7 +49,7 @@ ZOO_CONFIG_DIGESTS = {
 #: the zoo directory `wspace run` builds or reuses for each (task, preset, device), as before (5b98d1a)
 RUN_ZOO_DIRS = {
     ("formal_languages", "smoke"): "lstm-formal_languages-1b5f529857a2",
-    ("formal_languages", "quick"): "lstm-formal_languages-a37250ad0ad4",
+    ("formal_languages", "quick"): "lstm-formal_languages-3ee7809963c3",  # a37250ad0ad4 before issue #13
     ("formal_languages", "paper", "cpu"): "lstm-formal_languages-41309f69f01b",
     ("formal_languages", "paper", "cuda"): "lstm-formal_languages-5c5a55d4811c",
     ("tiled_mnist", "smoke"): "lstm-tiled_mnist-37c2827f6ba5",
@@ -70,6 +73,26 @@ def test_every_preset_zoo_is_field_for_field_what_it_was(task, preset, device):
     assert zoo_path_for(run_config).name == name
 
 
+
+
+def test_a_setting_at_its_unrecorded_default_names_the_same_zoo_as_none():
+    plain = resolve(preset="smoke")
+    explicit = resolve(preset="smoke", zoo={"task_settings": {"language_draw": "uniform"}})
+    assert zoo_path_for(explicit) == zoo_path_for(plain) and zoo_config_for(explicit) == zoo_config_for(plain)
+    cover = resolve(preset="smoke", zoo={"task_settings": {"language_draw": "cover"}})
+    assert zoo_config_for(cover).task_settings["language_draw"] == "cover" and zoo_path_for(cover) != zoo_path_for(plain)
+
+def test_the_committed_quick_comparison_reruns_from_its_config_file():
+    """reports/quick_formal_languages ran on the quick preset of commit efecaab; its config.toml
+    gives that run's zoo (the fingerprint its report names) and pretraining on today's wspace."""
+    config = resolve(load_toml(ROOT / "reports/quick_formal_languages/config.toml"))
+    assert _digest(zoo_config_for(config)) == "b47b6aa6cc1f73be"  # the quick zoo's digest at efecaab
+    assert zoo_path_for(config).name == "lstm-formal_languages-a37250ad0ad4"
+    assert "lstm-formal_languages-a37250ad0ad4" in (ROOT / "reports/quick_formal_languages/report.md").read_text()
+    assert config.pretrain == PretrainConfig(steps=1000, emulator_hidden=96, eval_rollouts=8, objective="cross_entropy",
+                                             lr=3e-3, emulator_condition="every_step", emulator_open_forget_gates=True,
+                                             patience=5)
+
 def test_overridden_zoos_are_what_they_were():
     """Overrides through `wspace run` and `wspace zoo build` give the zoo they gave before."""
     config = zoo_config_for(resolve(preset="quick", task="tiled_mnist", zoo={"num_models": 50, "chunk_size": 10}))
@@ -79,7 +102,7 @@ def test_overridden_zoos_are_what_they_were():
     assert (shrunk.num_models, shrunk.chunk_size, shrunk.seed, shrunk.schedule.steps) == (10, 10, 3, 2000)
     assert shrunk == preset_config("formal_languages", "quick", num_models=10, steps=2000, seed=3)
     merged = resolve(preset="quick", **{"zoo.task_settings": {"max_n": 12}}).zoo.task_settings
-    assert merged == {"num_eval_strings": 500, "max_n": 12}  # the family's preset settings, then the flag's
+    assert merged == {"num_eval_strings": 500, "language_draw": "cover", "max_n": 12}  # the family's preset settings, then the flag's
 
 
 def test_presets_are_declared_once_under_the_core_names():

@@ -39,8 +39,8 @@ PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # emulates held-out networks where the published total variation with z at BOS alone does
     # not within a few thousand steps (emulated performance 0.086 vs 0.000 at 1000 steps), and
     # it reaches the lower published validation loss too (0.0526 vs 0.0727)
-    "quick": dict(steps=1000, emulator_hidden=96, eval_rollouts=8, objective="cross_entropy", lr=3e-3,
-                  emulator_condition="every_step", emulator_open_forget_gates=True),
+    "quick": dict(steps=2000, patience=10, emulator_hidden=96, eval_rollouts=8, objective="cross_entropy",
+                  lr=3e-3, emulator_condition="every_step", emulator_open_forget_gates=True),
     # the published code's budget (training_script.py, training_configs.py): 100 000 steps of 64
     # networks x 1 rollout, AdamW lr 1e-4, weight decay 0.01, clip 0.1 per module, emulator LSTM
     # 256 x 2, evaluated every 1000 steps, the best validation state kept, no early stopping

@@ -89,6 +89,10 @@ class TaskFamily(ABC):
     #: application's sizes for that preset: zoo settings (e.g. ``num_models``) and ``task_settings``
     #: (e.g. a smaller evaluation set at the small presets). A preset left out: no differences.
     zoo_presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: settings added after zoos were built without them, at the value that behaves as before:
+    #: at that value a setting is left out of ``settings()`` and of a zoo's configuration, so
+    #: those zoos keep their fingerprints (a value given explicitly is the same zoo as none)
+    unrecorded_defaults: ClassVar[Mapping[str, Any]] = {}
 
     input_size: int
     output_size: int

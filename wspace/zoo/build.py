@@ -148,11 +148,24 @@ def preset_config(task: str, preset: str = "quick", **overrides: Any) -> ZooConf
     return zoo_config(task, zoo_settings(task, preset, device, overrides), arch, device, schedule)
 
 
+def recorded_task_settings(task: str, task_settings: dict[str, Any]) -> dict[str, Any]:
+    """``task_settings`` less what the family leaves unrecorded (``unrecorded_defaults``: a
+    setting at the value that behaves as before it existed), so an explicit default names the
+    same zoo as none."""
+    from wspace_core import plugins
+
+    families = plugins.task_families()
+    unrecorded = families.get(task).unrecorded_defaults if task in families else {}
+    return {key: value for key, value in task_settings.items()
+            if key not in unrecorded or unrecorded[key] != value}
+
+
 def zoo_config(task: str, settings: ZooSettings, arch: str, device: str,
                schedule: TrainingSchedule | None = None) -> ZooConfig:
     """The ZooConfig of a run's zoo settings: the schedule is the paper's scaled to
     ``settings.steps`` unless one is given."""
     values = attrs.asdict(settings, recurse=False)
+    values["task_settings"] = recorded_task_settings(task, values["task_settings"])
     steps, snapshot_fractions, lr_fractions = (values.pop(k) for k in ("steps", "snapshot_fractions", "lr_fractions"))
     schedule = schedule or scaled_schedule(steps, snapshot_fractions=snapshot_fractions, lr_fractions=lr_fractions)
     return ZooConfig(task=task, arch=arch, device=device, schedule=schedule, **values)

@@ -33,12 +33,14 @@ PRETRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # smoke and quick are small-budget choices (tests; a 2-core CPU), not the paper's budget
     "smoke": dict(steps=30, batch_size=16, rollouts_per_network=2, eval_rollouts=4, eval_every=15,
                   checkpoint_every=15, emulator_hidden=32, emulator_layers=1),
-    # sized for a 2-core CPU: ~0.2 s a step with any encoder (1 torch thread), minutes a run. Its
-    # objective, learning rate and emulator conditioning are small-budget choices measured in
-    # reports/emulation_curves (issue #13): on the quick zoo, cross-entropy with z at every step
+    # sized for a 2-core CPU: ~0.1 s a step (interactive probing, 2 threads), minutes a run. Its
+    # objective, learning rate, emulator conditioning and step count are small-budget choices
+    # measured in reports/emulation_curves (issue #13): cross-entropy with z at every step
     # emulates held-out networks where the published total variation with z at BOS alone does
-    # not within a few thousand steps (emulated performance 0.086 vs 0.000 at 1000 steps), and
-    # it reaches the lower published validation loss too (0.0526 vs 0.0727)
+    # not within a few thousand steps (emulated performance 0.086 vs 0.000 at 1000 steps on the
+    # old 128-network zoo) and reaches the lower published validation loss too (0.0526 vs
+    # 0.0727); on the quick zoo, emulation keeps growing to 2000 steps (0.06, 0.14, 0.24, 0.27 of
+    # the well-trained networks' performance at 500, 1000, 1500, 2000)
     "quick": dict(steps=2000, patience=10, emulator_hidden=96, eval_rollouts=8, objective="cross_entropy",
                   lr=3e-3, emulator_condition="every_step", emulator_open_forget_gates=True),
     # the published code's budget (training_script.py, training_configs.py): 100 000 steps of 64

@@ -311,9 +311,12 @@ def test_overrides_win_and_steps_scale_the_schedule():
     config = preset_config("formal_languages", "quick", steps=2000, num_models=10, seed=3, device="cpu")
     quick_fl = zoo_preset("formal_languages", "quick", "cpu")["task_settings"]
     assert (config.num_models, config.seed, config.chunk_size) == (10, 3, 10)  # chunk shrinks to fit
-    assert config.schedule.steps == 2000
-    assert config.schedule.snapshot_steps == (0, 10, 20, 50, 100, 200, 500, 1000, 2000)
-    assert config.schedule.lr_points == ((0, 0.01), (1000, 0.003), (2000, 0.0003))
+    assert config.schedule.steps == 2000  # the quick formal-languages zoo's own fractions, scaled
+    assert config.schedule.snapshot_steps == (0, 100, 200, 500, 1000, 1400, 1700, 2000)
+    assert config.schedule.lr_points == ((0, 0.02), (1400, 0.02), (2000, 0.002))
+    paper_scaled = preset_config("formal_languages", "smoke", steps=2000).schedule  # the paper's, scaled
+    assert paper_scaled.snapshot_steps == (0, 10, 20, 50, 100, 200, 500, 1000, 2000)
+    assert paper_scaled.lr_points == ((0, 0.01), (1000, 0.003), (2000, 0.0003))
     assert config.task_settings == quick_fl
     merged = preset_config("formal_languages", "quick", task_settings={"max_n": 12})
     assert merged.task_settings == {**quick_fl, "max_n": 12}

@@ -396,3 +396,32 @@ def test_zoo_build_command_takes_task_settings(tmp_path):
     zoo = Zoo.open(out)
     assert zoo.manifest["build"]["task_settings"] == {"num_eval_strings": 8, "max_n": 6}
     assert zoo.task_family().settings()["max_n"] == 6  # the zoo's family is built with them
+
+
+def test_zoo_build_command_reads_the_zoo_table_of_a_config_file(tmp_path):
+    from click.testing import CliRunner
+
+    from wspace.cli import cli
+
+    _family_or_skip("formal_languages")
+    config = tmp_path / "zoo.toml"
+    config.write_text("[zoo]\nnum_models = 6\nchunk_size = 3\nsteps = 20\nseed = 4\n"
+                      "snapshot_fractions = [0, 0.5, 1]\nlr_fractions = [[0, 0.02], [1, 0.002]]\n"
+                      "[zoo.task_settings]\nlanguage_draw = \"cover\"\nnum_eval_strings = 8\n"
+                      "[pretrain]\nsteps = 3\n")  # other tables are the run's, not the zoo's
+    out = tmp_path / "zoo"
+    result = CliRunner().invoke(cli, ["zoo", "build", "--task", "formal_languages", "--preset", "smoke",
+                                      "--config", str(config), "--num-models", "4", "--chunk-size", "2",
+                                      "--task-setting", "num_eval_strings=6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    build = Zoo.open(out).manifest["build"]
+    assert (build["num_models"], build["chunk_size"], build["seed"]) == (4, 2, 4)  # flags win; the file's seed
+    assert build["schedule"]["snapshot_steps"] == [0, 10, 20]
+    assert build["schedule"]["lr_points"] == [[0, 0.02], [20, 0.002]]
+    assert build["task_settings"] == {"num_eval_strings": 6, "language_draw": "cover"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[zoo]\nsnapshot_fractions = [1, 0]\n")
+    result = CliRunner().invoke(cli, ["zoo", "build", "--task", "formal_languages", "--preset", "smoke",
+                                      "--config", str(bad), "--out", str(tmp_path / "never")])
+    assert result.exit_code != 0 and "snapshot_fractions must be increasing" in result.output
+    assert not (tmp_path / "never").exists()

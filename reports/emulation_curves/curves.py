@@ -19,7 +19,8 @@ Wall time counts pretraining only (scoring is excluded). Usage::
         --encoder interactive_probing --steps 3000 --every 500 --out reports/emulation_curves/fl128
 
 ``--combine A/curves.json B/curves.json ... --out FIGURE.png`` draws the curves of several runs
-(zoo sizes, settings) in one figure, each labelled by its zoo's size and its setting.
+(zoo sizes, settings) in one figure, each labelled by its zoo's size and its setting, or by
+LABEL where given as ``LABEL=A/curves.json``; ``A/curves.json#SETTING`` takes one setting of a file.
 """
 
 from __future__ import annotations
@@ -120,8 +121,13 @@ def main() -> None:
     ap.add_argument("--combine", nargs="+", metavar="CURVES_JSON", help="plot these curves.json files together")
     args = ap.parse_args()
     if args.combine:
-        combined = {f"{entry['zoo_models']} networks, {name}": entry
-                    for file in args.combine for name, entry in json.loads(Path(file).read_text()).items()}
+        combined = {}
+        for spec in args.combine:  # [LABEL=]FILE[#SETTING]: one setting of a file, labelled
+            label, _, file = spec.rpartition("=")
+            file, _, only = file.partition("#")
+            for name, entry in json.loads(Path(file).read_text()).items():
+                if not only or name == only:
+                    combined[label or f"{entry['zoo_models']} networks, {name}"] = entry
         plot(combined, Path(args.out))
         return
     if not args.zoo or not args.setting:

@@ -90,7 +90,7 @@ class BuildProgressBar:
 @click.option("--task", required=True, help="Task family plugin (see `wspace list tasks`), e.g. formal_languages.")
 @click.option("--preset", type=click.Choice(PRESETS), default="quick", show_default=True,
               help="Scale: smoke (seconds, for tests), quick (minutes on a laptop CPU), paper (the paper's zoo).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the whole build.")
+@click.option("--seed", type=int, default=None, help="Seed of the whole build (default 0).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Directory of the zoo to write: new or empty (wspace marks it as a zoo), or the zoo to --resume.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build in --out where it stopped.")
@@ -100,8 +100,11 @@ class BuildProgressBar:
 @click.option("--device", default=None, help="torch device to train on, e.g. cpu or cuda.")
 @click.option("--task-setting", "task_setting", multiple=True, metavar="KEY=VALUE",
               help="Task family setting, repeatable (e.g. --task-setting data_root=~/mnist).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file whose [zoo] table (the run configuration's) sets the zoo; flags given here win.")
 @_filesystem_errors
-def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size, steps, device, task_setting):
+def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size, steps, device, task_setting,
+                  config_file):
     """Train a zoo of networks and write it to --out, chunk by chunk.
 
     Ctrl-C (or SIGTERM) stops it without damage: committed chunks stay, and `--resume` continues
@@ -115,12 +118,16 @@ def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size,
 
     from wspace.cli.options import key_values
 
-    overrides = {"arch": arch, "seed": seed, "num_models": num_models, "chunk_size": chunk_size,
-                 "steps": steps, "device": device,
-                 "task_settings": key_values(task_setting, "--task-setting") or None}
+    from wspace.config import load_toml
+
+    file_zoo = dict(load_toml(config_file).get("zoo", {})) if config_file else {}
+    task_settings = {**file_zoo.pop("task_settings", {}), **key_values(task_setting, "--task-setting")}
+    flags = {"arch": arch, "seed": seed, "num_models": num_models, "chunk_size": chunk_size,
+             "steps": steps, "device": device, "task_settings": task_settings or None}
     if device is not None:
         require_device(device)  # before any work
-    config = build.preset_config(task, preset, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {**file_zoo, **{k: v for k, v in flags.items() if v is not None}}
+    config = build.preset_config(task, preset, **overrides)
     ctx = distributed.launch_context()  # a torchrun launch with WORLD_SIZE > 1, or one process
     models = config.num_models
     if ctx.enabled:

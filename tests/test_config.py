@@ -234,6 +234,21 @@ def test_a_configuration_stored_before_the_typed_zoo_section_loads_its_zoo():
         config_from_dict({**stored, "zoo": {"models": 8}}, "config.json")
 
 
+
+def test_a_configuration_stored_before_the_schedule_fractions_keeps_its_zoo():
+    """A complete config.json written before snapshot_fractions, lr_fractions and language_draw
+    existed (the quick preset then: 128 networks, the paper's schedule, languages drawn uniformly)
+    names the zoo it was run on, not today's quick zoo."""
+    stored = json.loads(json.dumps(attrs.asdict(resolve(preset="quick"))))
+    stored["zoo"] = {key: value for key, value in stored["zoo"].items()
+                     if key not in ("snapshot_fractions", "lr_fractions")}
+    stored["zoo"].update(num_models=128, chunk_size=128, steps=1500, task_settings={"num_eval_strings": 500})
+    config = config_from_dict(stored, "config.json")
+    assert _digest(zoo_config_for(config)) == "b47b6aa6cc1f73be"  # the quick zoo at 5b98d1a .. 1107c07
+    assert zoo_path_for(config).name == "lstm-formal_languages-a37250ad0ad4"
+    again = config_from_dict(json.loads(json.dumps(attrs.asdict(config))), "config.json")
+    assert again == config  # stored again today, it reads back the same
+
 def test_every_setting_is_logged():
     params = flatten_params(attrs.asdict(resolve(preset="smoke")))
     for name, section in SECTIONS.items():

@@ -423,5 +423,5 @@ def test_zoo_build_command_reads_the_zoo_table_of_a_config_file(tmp_path):
     bad.write_text("[zoo]\nsnapshot_fractions = [1, 0]\n")
     result = CliRunner().invoke(cli, ["zoo", "build", "--task", "formal_languages", "--preset", "smoke",
                                       "--config", str(bad), "--out", str(tmp_path / "never")])
-    assert result.exit_code != 0 and "snapshot_fractions must be increasing" in result.output
+    assert result.exit_code != 0 and "snapshot_fractions must be \"paper\" or increasing" in result.output
     assert not (tmp_path / "never").exists()

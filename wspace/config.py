@@ -139,25 +139,32 @@ def _fraction(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
 
 
-def _optional_tuple(value):
-    return None if value is None else tuple(tuple(v) if isinstance(v, list) else v for v in value)
+#: ``snapshot_fractions`` / ``lr_fractions`` at their default: the paper's points, scaled
+PAPER_SCHEDULE = "paper"
+
+
+def _fractions_value(value):
+    if value == PAPER_SCHEDULE or not isinstance(value, (list, tuple)):
+        return value
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value)
 
 
 def _snapshot_fractions(instance, attribute, value):
-    if value is None:
+    if value == PAPER_SCHEDULE:
         return
-    if not value or not all(_fraction(v) for v in value) or list(value) != sorted(set(value)):
-        raise WspaceError(f"zoo {attribute.name} must be increasing fractions of training in [0, 1] "
-                          f"(e.g. [0, 0.1, 0.25, 0.5, 1]), got {value!r}")
+    if (not isinstance(value, tuple) or not value or not all(_fraction(v) for v in value)
+            or list(value) != sorted(set(value))):
+        raise WspaceError(f"zoo {attribute.name} must be \"paper\" or increasing fractions of training in "
+                          f"[0, 1] (e.g. [0, 0.1, 0.25, 0.5, 1]), got {value!r}")
 
 
 def _lr_fractions(instance, attribute, value):
-    if value is None:
+    if value == PAPER_SCHEDULE:
         return
-    ok = value and all(isinstance(p, tuple) and len(p) == 2 and _fraction(p[0]) and isinstance(p[1], (int, float))
+    ok = isinstance(value, tuple) and value and all(isinstance(p, tuple) and len(p) == 2 and _fraction(p[0]) and isinstance(p[1], (int, float))
                        and not isinstance(p[1], bool) and p[1] > 0 for p in value)
     if not ok or [p[0] for p in value] != sorted({p[0] for p in value}):
-        raise WspaceError(f"zoo {attribute.name} must be [fraction of training, learning rate] pairs at "
+        raise WspaceError(f"zoo {attribute.name} must be \"paper\" or [fraction of training, learning rate] pairs at "
                           f"increasing fractions in [0, 1] with positive rates (e.g. [[0, 0.01], [0.7, 0.01], "
                           f"[1, 0.001]]), got {value!r}")
 
@@ -181,13 +188,14 @@ class ZooSettings:
     data_block: int = attrs.field(default=10, validator=_positive_int)
     task_settings: dict[str, Any] = attrs.field(factory=dict, validator=_table)
     #: snapshots at these fractions of ``steps`` (rounded; points that round onto one step
-    #: merge); None: the paper's nine, at 0, 0.5, 1, 2.5, 5, 10, 25, 50 and 100 % of training
-    snapshot_fractions: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_tuple,
-                                                               validator=_snapshot_fractions)
-    #: learning rate (fraction of ``steps``, lr) points, linear between them; None: the paper's,
-    #: 0.01 at the start, 0.003 at half, 0.0003 at the end
-    lr_fractions: tuple[tuple[float, float], ...] | None = attrs.field(default=None, converter=_optional_tuple,
-                                                                       validator=_lr_fractions)
+    #: merge); "paper": the paper's nine, at 0, 0.5, 1, 2.5, 5, 10, 25, 50 and 100 % of training
+    snapshot_fractions: tuple[float, ...] | str = attrs.field(default=PAPER_SCHEDULE, converter=_fractions_value,
+                                                              validator=_snapshot_fractions)
+    #: learning rate (fraction of ``steps``, lr) points, linear between them; "paper": the
+    #: paper's, 0.01 at the start, 0.003 at half, 0.0003 at the end
+    lr_fractions: tuple[tuple[float, float], ...] | str = attrs.field(default=PAPER_SCHEDULE,
+                                                                      converter=_fractions_value,
+                                                                      validator=_lr_fractions)
 
 
 @attrs.frozen
@@ -381,7 +389,8 @@ def with_earlier_choices(raw: dict) -> dict:
     today's defaults; one written before the zoo section was typed (its ``zoo`` the overrides of
     the preset, ``task_settings`` beside it) gets them as zoo overrides, which give the same zoo;
     one written before the encoder section was typed (``encoder`` a name, ``z_dim`` and
-    ``encoder_options`` beside it) gets them as its encoder section."""
+    ``encoder_options`` beside it) gets them as its encoder section; one written before the zoo's
+    schedule fractions existed gets the paper's schedule and its family's earlier settings."""
     raw = dict(raw)
     if isinstance(raw.get("encoder"), str) or any(old in raw for old in MOVED_TO_ENCODER):
         encoder = raw.pop("encoder", None)
@@ -398,7 +407,23 @@ def with_earlier_choices(raw: dict) -> dict:
         zoo = raw.get("zoo", {})
         if settings and isinstance(zoo, dict):
             raw["zoo"] = {**zoo, "task_settings": settings}
+    zoo = raw.get("zoo")
+    if isinstance(zoo, dict) and "lr_fractions" not in zoo:
+        raw["zoo"] = {**zoo, **_zoo_before_schedule_fractions(raw.get("task", "formal_languages"),
+                                                             zoo.get("task_settings") or {})}
     return raw
+
+
+def _zoo_before_schedule_fractions(task: str, task_settings: dict) -> dict:
+    """What a zoo section written before ``snapshot_fractions`` and ``lr_fractions`` existed was
+    built with: the paper's schedule, and the task family's settings at the values that behave
+    as before they existed (``TaskFamily.unrecorded_defaults``), not today's preset values."""
+    from wspace_core import plugins
+
+    families = plugins.task_families()
+    unrecorded = dict(families.get(task).unrecorded_defaults) if task in families else {}
+    return {"snapshot_fractions": PAPER_SCHEDULE, "lr_fractions": PAPER_SCHEDULE,
+            "task_settings": {**unrecorded, **task_settings}}
 
 
 def config_from_dict(raw, source: str) -> RunConfig:

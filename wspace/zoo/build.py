@@ -32,7 +32,7 @@ from einops import rearrange
 
 from wspace_core import plugins
 from wspace_core.architecture import Architecture, Sizes
-from wspace.config import ZooSettings, check_device, zoo_settings
+from wspace.config import PAPER_SCHEDULE, ZooSettings, check_device, zoo_settings
 from wspace.presets import PAPER_LR_POINTS, PAPER_SNAPSHOTS, PAPER_STEPS
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS, TaskFamily, TrainingSchedule
@@ -167,6 +167,7 @@ def zoo_config(task: str, settings: ZooSettings, arch: str, device: str,
     values = attrs.asdict(settings, recurse=False)
     values["task_settings"] = recorded_task_settings(task, values["task_settings"])
     steps, snapshot_fractions, lr_fractions = (values.pop(k) for k in ("steps", "snapshot_fractions", "lr_fractions"))
+    snapshot_fractions, lr_fractions = (None if f == PAPER_SCHEDULE else f for f in (snapshot_fractions, lr_fractions))
     schedule = schedule or scaled_schedule(steps, snapshot_fractions=snapshot_fractions, lr_fractions=lr_fractions)
     return ZooConfig(task=task, arch=arch, device=device, schedule=schedule, **values)
 

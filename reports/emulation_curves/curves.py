@@ -63,12 +63,12 @@ def score(result: PretrainResult, zoo: Zoo, max_networks: int, good: float) -> d
 
 
 def curve(zoo: Zoo, encoder: str, config: PretrainConfig, steps: int, every: int, preset: str,
-          max_networks: int, good: float, echo=print) -> list[dict]:
+          max_networks: int, good: float, seed: int = 0, echo=print) -> list[dict]:
     points, wall = [], 0.0
     with tempfile.TemporaryDirectory() as ckpt:
         for stop in range(every, steps + 1, every):
             segment = attrs.evolve(config, steps=stop, eval_every=every, checkpoint_every=every, patience=0)
-            result = pretrain(zoo, encoder, segment, preset=preset, seed=0, checkpoint_dir=Path(ckpt),
+            result = pretrain(zoo, encoder, segment, preset=preset, seed=seed, checkpoint_dir=Path(ckpt),
                               resume=stop > every)
             wall += result.seconds
             state = load_checkpoint(Path(ckpt) / CHECKPOINT_FILE)  # the current weights, not the best
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--max-networks", type=int, default=60)
     ap.add_argument("--good", type=float, default=0.8)
+    ap.add_argument("--seed", type=int, default=0, help="pretraining seed (the scored networks do not change)")
     ap.add_argument("--out", required=True, help="output folder (curves.json, curves.png); with --combine, the figure")
     ap.add_argument("--combine", nargs="+", metavar="CURVES_JSON", help="plot these curves.json files together")
     args = ap.parse_args()
@@ -142,8 +143,9 @@ def main() -> None:
         name, overrides = parse_setting(spec)
         config = PretrainConfig(**{**PRETRAIN_PRESETS[args.preset], **overrides})
         t0 = time.perf_counter()
-        points = curve(zoo, args.encoder, config, args.steps, args.every, args.preset, args.max_networks, args.good)
-        curves[name] = {"zoo": str(args.zoo), "zoo_models": zoo.num_models, "encoder": args.encoder,
+        points = curve(zoo, args.encoder, config, args.steps, args.every, args.preset, args.max_networks, args.good,
+                       args.seed)
+        curves[name] = {"zoo": str(args.zoo), "zoo_models": zoo.num_models, "encoder": args.encoder, "seed": args.seed,
                         "config": attrs.asdict(config), "points": points,
                         "total_seconds": round(time.perf_counter() - t0, 1)}
         path.write_text(json.dumps(curves, indent=1))

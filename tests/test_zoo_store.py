@@ -629,7 +629,8 @@ def test_cli_build_ctrl_c_leaves_a_resumable_zoo(tmp_path, monkeypatch):
                                  "--num-models", "5", "--steps", "3"])
     assert result.exit_code == 130, result.output
     assert "interrupted: 1 of 3 chunks committed; rerun with --resume to finish" in result.output
-    assert seen == {"task": "fake_task", "preset": "smoke", "arch": "lstm", "seed": 0, "num_models": 5, "steps": 3}
+    # --seed not given: the preset's (or a --config file's) seed, 0 unless one says otherwise
+    assert seen == {"task": "fake_task", "preset": "smoke", "arch": "lstm", "num_models": 5, "steps": 3}
     assert zoo_info(out)["chunks"]["committed"] == 1
 
     module, _ = fake_build_module(interrupt_after=None)

@@ -25,9 +25,10 @@ sustains on batched matmuls of these shapes.
     python benchmarks/zoo_build.py --ks 64 --seconds 2 --json /tmp/zoo_build.json
 
 End to end (``--end-to-end``): ``build_zoo`` itself (the real ``wspace zoo build`` path: task
-data, evaluation snapshots, rollouts, chunk commits, worker processes) building the quick
-preset's formal-languages zoo (K = 128, 1500 steps, 9 snapshots, 500 evaluation strings, 100
-rollouts; ``--models``/``--steps`` shrink it), beside the published implementation's per-network
+data, evaluation snapshots, rollouts, chunk commits, worker processes) building the zoo measured
+in benchmarks/README.md, the quick preset's formal-languages zoo as it was before issue #13
+(K = 128, 1500 steps on the paper's schedule, 9 snapshots, languages drawn independently, 500
+evaluation strings, 100 rollouts; ``--models``/``--steps`` shrink it), beside the published implementation's per-network
 loop (``dataset_creation_formal_language.py``: its language sampler, ``RNNFast`` (torch.nn.LSTM),
 AdamW, learning-rate schedule, ``evaluate_rnn`` snapshots and rollouts, storage) doing the same
 work per model, one single-threaded process per core, each training ``--loop-models`` models
@@ -191,11 +192,18 @@ def _usage() -> tuple[float, int]:
     return (own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime), own.ru_minflt + kids.ru_minflt
 
 
+#: the zoo the end-to-end figures in benchmarks/README.md were measured on: the quick preset's
+#: formal-languages zoo before issue #13 changed it (the same fingerprint as then)
+MEASURED_ZOO = dict(steps=1500, snapshot_fractions="paper", lr_fractions="paper",
+                    task_settings={"language_draw": "uniform"})
+
+
 def end_to_end_config(models: int, steps: int | None):
-    """The quick preset's formal-languages zoo, with ``models`` networks (one chunk) and ``steps``."""
+    """The measured zoo (``MEASURED_ZOO``), with ``models`` networks (one chunk) and ``steps``."""
     from wspace.zoo.build import preset_config
 
-    return preset_config("formal_languages", "quick", num_models=models, chunk_size=models, steps=steps)
+    overrides = {**MEASURED_ZOO, **({"steps": steps} if steps is not None else {})}
+    return preset_config("formal_languages", "quick", num_models=models, chunk_size=models, **overrides)
 
 
 def time_build_zoo(config, workers: int, group_size: int) -> dict:
@@ -467,7 +475,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="time build_zoo itself beside the published per-network loop (see the module doc)")
     parser.add_argument("--models", type=int, default=128, help="--end-to-end: networks in the zoo (default 128)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="--end-to-end: training steps (default: the quick preset's 1500)")
+                        help="--end-to-end: training steps (default 1500, as measured)")
     parser.add_argument("--loop-models", type=int, default=2,
                         help="--end-to-end: networks each published-loop process trains (default 2)")
     parser.add_argument("--reference", help="--end-to-end: checkout of the published implementation")

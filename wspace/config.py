@@ -19,7 +19,7 @@ from wspace_core.registry import WspaceError
 from wspace.presets import section_presets
 from wspace.validation import check_seed_field
 from wspace_core.validators import (
-    boolean,
+    boolean, is_number,
     non_negative_int as _non_negative_int, non_negative_number as _non_negative_float, one_of as _one_of,
     positive_int as _positive_int, positive_number as _positive_float,
 )
@@ -136,7 +136,7 @@ def _table(instance, attribute, value):
 
 
 def _fraction(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    return is_number(value) and 0 <= value <= 1
 
 
 #: ``snapshot_fractions`` / ``lr_fractions`` at their default: the paper's points, scaled
@@ -161,8 +161,8 @@ def _snapshot_fractions(instance, attribute, value):
 def _lr_fractions(instance, attribute, value):
     if value == PAPER_SCHEDULE:
         return
-    ok = isinstance(value, tuple) and value and all(isinstance(p, tuple) and len(p) == 2 and _fraction(p[0]) and isinstance(p[1], (int, float))
-                       and not isinstance(p[1], bool) and p[1] > 0 for p in value)
+    ok = isinstance(value, tuple) and value and all(
+        isinstance(p, tuple) and len(p) == 2 and _fraction(p[0]) and is_number(p[1]) and p[1] > 0 for p in value)
     if not ok or [p[0] for p in value] != sorted({p[0] for p in value}):
         raise WspaceError(f"zoo {attribute.name} must be \"paper\" or [fraction of training, learning rate] pairs at "
                           f"increasing fractions in [0, 1] with positive rates (e.g. [[0, 0.01], [0.7, 0.01], "

@@ -94,6 +94,12 @@ class TaskFamily(ABC):
     #: those zoos keep their fingerprints (a value given explicitly is the same zoo as none)
     unrecorded_defaults: ClassVar[Mapping[str, Any]] = {}
 
+    @classmethod
+    def recorded_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``settings`` less those at their ``unrecorded_defaults`` value: what a zoo records."""
+        return {key: value for key, value in settings.items()
+                if key not in cls.unrecorded_defaults or cls.unrecorded_defaults[key] != value}
+
     input_size: int
     output_size: int
     sequence_length: int  # T, including the BOS step

@@ -148,8 +148,7 @@ class FormalLanguages(TaskFamily):
 
     def settings(self) -> dict[str, Any]:
         """The settings, less ``unrecorded_defaults`` at their values."""
-        return {key: value for key, value in attrs.asdict(self.config).items()
-                if key not in self.unrecorded_defaults or self.unrecorded_defaults[key] != value}
+        return self.recorded_settings(attrs.asdict(self.config))
 
     def splits(self) -> dict[str, list[Language]]:
         """{"train", "validation", "ood"} -> the languages (mb, mc, md) of each split (published

@@ -114,11 +114,8 @@ def build_command(arch, task, preset, seed, out, resume, num_models, chunk_size,
     """
     from wspace.training import distributed
     from wspace.zoo import build
-    from wspace.config import require_device
-
     from wspace.cli.options import key_values
-
-    from wspace.config import load_toml
+    from wspace.config import load_toml, require_device
 
     file_zoo = dict(load_toml(config_file).get("zoo", {})) if config_file else {}
     task_settings = {**file_zoo.pop("task_settings", {}), **key_values(task_setting, "--task-setting")}

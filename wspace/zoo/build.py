@@ -113,18 +113,18 @@ class BuildProgress:
 
 
 def scaled_schedule(steps: int, batch_size: int = 32, weight_decay: float = 1e-4,
-                    snapshot_fractions: Sequence[float] | None = None,
-                    lr_fractions: Sequence[tuple[float, float]] | None = None) -> TrainingSchedule:
+                    snapshot_fractions: Sequence[float] | str = PAPER_SCHEDULE,
+                    lr_fractions: Sequence[tuple[float, float]] | str = PAPER_SCHEDULE) -> TrainingSchedule:
     """The paper's schedule scaled to ``steps``: its 9 snapshot steps and its learning-rate
     points (0.01 → 0.003 at half → 0.0003 at the end) at the same fractions of training
     (snapshots that round onto the same step merge). ``snapshot_fractions`` and ``lr_fractions``
-    ((fraction, lr) pairs) replace the paper's points."""
+    ((fraction, lr) pairs) replace the paper's points (``PAPER_SCHEDULE``: keep them)."""
     positive_int.require("steps", steps)
-    if snapshot_fractions is None:
+    if snapshot_fractions == PAPER_SCHEDULE:
         snaps = sorted({round(s * steps / PAPER_STEPS) for s in PAPER_SNAPSHOTS})
     else:
         snaps = sorted({round(f * steps) for f in snapshot_fractions})
-    points = ([(round(s * steps / PAPER_STEPS), v) for s, v in PAPER_LR_POINTS] if lr_fractions is None
+    points = ([(round(s * steps / PAPER_STEPS), v) for s, v in PAPER_LR_POINTS] if lr_fractions == PAPER_SCHEDULE
               else [(round(f * steps), v) for f, v in lr_fractions])
     lr, last = [], -1
     for s, v in points:
@@ -149,15 +149,10 @@ def preset_config(task: str, preset: str = "quick", **overrides: Any) -> ZooConf
 
 
 def recorded_task_settings(task: str, task_settings: dict[str, Any]) -> dict[str, Any]:
-    """``task_settings`` less what the family leaves unrecorded (``unrecorded_defaults``: a
-    setting at the value that behaves as before it existed), so an explicit default names the
-    same zoo as none."""
-    from wspace_core import plugins
-
+    """``task_settings`` as the family records them (``TaskFamily.recorded_settings``), so an
+    explicit default names the same zoo as none; unchanged for a family no plugin registers."""
     families = plugins.task_families()
-    unrecorded = families.get(task).unrecorded_defaults if task in families else {}
-    return {key: value for key, value in task_settings.items()
-            if key not in unrecorded or unrecorded[key] != value}
+    return families.get(task).recorded_settings(task_settings) if task in families else dict(task_settings)
 
 
 def zoo_config(task: str, settings: ZooSettings, arch: str, device: str,
@@ -167,7 +162,6 @@ def zoo_config(task: str, settings: ZooSettings, arch: str, device: str,
     values = attrs.asdict(settings, recurse=False)
     values["task_settings"] = recorded_task_settings(task, values["task_settings"])
     steps, snapshot_fractions, lr_fractions = (values.pop(k) for k in ("steps", "snapshot_fractions", "lr_fractions"))
-    snapshot_fractions, lr_fractions = (None if f == PAPER_SCHEDULE else f for f in (snapshot_fractions, lr_fractions))
     schedule = schedule or scaled_schedule(steps, snapshot_fractions=snapshot_fractions, lr_fractions=lr_fractions)
     return ZooConfig(task=task, arch=arch, device=device, schedule=schedule, **values)
 

@@ -73,6 +73,8 @@ GRAD_CLIP_SCOPES = ("per_module", "joint")
 LOSS_POSITIONS = ("all", "masked")
 #: where the emulator reads z (``wspace.training.emulation.CONDITIONS``)
 EMULATOR_CONDITIONS = ("bos", "every_step")
+#: how the pretraining learning rate moves over the steps (``wspace.training.pretrain.learning_rate``)
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @attrs.frozen
@@ -89,6 +91,10 @@ class PretrainConfig:
     rollouts_per_network: int = attrs.field(default=1, validator=_positive_int)  # stored rollouts of each, per step
     eval_rollouts: int = attrs.field(default=16, validator=_positive_int)
     lr: float = attrs.field(default=1e-3, validator=_positive_float)
+    #: "constant" (the published code) or "cosine": from ``lr`` down a half cosine to 0 at ``steps``
+    lr_schedule: str = attrs.field(default="constant", validator=_one_of(*LR_SCHEDULES))
+    #: steps of linear warm-up from 0 to ``lr`` before the schedule (0: none, as published)
+    warmup_steps: int = attrs.field(default=0, validator=_non_negative_int)
     weight_decay: float = attrs.field(default=0.01, validator=_non_negative_float)
     grad_clip: float = attrs.field(default=0.1, validator=_positive_float)
     grad_clip_scope: str = attrs.field(default="per_module", validator=_one_of(*GRAD_CLIP_SCOPES))
@@ -381,6 +387,8 @@ def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
 #: what a stored configuration without these keys was trained with (wspace before it defaulted to
 #: the published code's choices): resuming it keeps its objective and clipping
 EARLIER_PRETRAIN_CHOICES = {"loss_positions": "masked", "grad_clip_scope": "joint"}
+#: what a stored configuration without a learning-rate schedule trained with, whatever its preset
+CONSTANT_LR = {"lr_schedule": "constant", "warmup_steps": 0}
 
 
 def with_earlier_choices(raw: dict) -> dict:
@@ -390,7 +398,8 @@ def with_earlier_choices(raw: dict) -> dict:
     the preset, ``task_settings`` beside it) gets them as zoo overrides, which give the same zoo;
     one written before the encoder section was typed (``encoder`` a name, ``z_dim`` and
     ``encoder_options`` beside it) gets them as its encoder section; one written before the zoo's
-    schedule fractions existed gets the paper's schedule and its family's earlier settings."""
+    schedule fractions existed gets the paper's schedule and its family's earlier settings; one
+    written before the learning-rate schedule existed gets the constant rate it trained with."""
     raw = dict(raw)
     if isinstance(raw.get("encoder"), str) or any(old in raw for old in MOVED_TO_ENCODER):
         encoder = raw.pop("encoder", None)
@@ -401,7 +410,9 @@ def with_earlier_choices(raw: dict) -> dict:
         raw["encoder"] = section
     pretrain = raw.get("pretrain")
     if isinstance(pretrain, dict) and "loss_positions" not in pretrain:
-        raw["pretrain"] = {**EARLIER_PRETRAIN_CHOICES, **pretrain}
+        pretrain = raw["pretrain"] = {**EARLIER_PRETRAIN_CHOICES, **pretrain}
+    if isinstance(pretrain, dict) and "lr_schedule" not in pretrain:
+        raw["pretrain"] = {**CONSTANT_LR, **pretrain}
     if "task_settings" in raw:
         settings = raw.pop("task_settings")
         zoo = raw.get("zoo", {})

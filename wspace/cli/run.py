@@ -9,7 +9,7 @@ import click
 
 from wspace.cli.options import key_values
 from wspace.cli.progress import ProgressLine
-from wspace.config import load_toml, resolve
+from wspace.config import LR_SCHEDULES, load_toml, resolve
 from wspace_core.presets import PRESETS
 from wspace_core.registry import WspaceError
 
@@ -35,6 +35,10 @@ def run_options(func):
         click.option("--pretrain-steps", type=int, default=None, help="Pretraining steps at most."),
         click.option("--batch-size", type=int, default=None, help="Networks per pretraining step (default 64)."),
         click.option("--lr", type=float, default=None, help="Pretraining learning rate."),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
+                     help="How the pretraining learning rate moves: constant (the published code) or cosine "
+                          "(down to 0 at the last step; the quick preset's). [pretrain] warmup_steps adds a "
+                          "linear warm-up."),
         click.option("--objective", default=None,
                      help="Emulation objective (see `wspace list objectives`; default total_variation, as "
                           "the paper's published code)."),
@@ -82,7 +86,8 @@ def config_from_options(encoder: str | None, opts: dict):
         "tracking": False if opts.get("no_tracking") else None,
         "zoo": zoo, "encoder.options": encoder_options or None,
         "pretrain.steps": opts.get("pretrain_steps"), "pretrain.batch_size": opts.get("batch_size"),
-        "pretrain.lr": opts.get("lr"), "pretrain.objective": opts.get("objective"),
+        "pretrain.lr": opts.get("lr"), "pretrain.lr_schedule": opts.get("lr_schedule"),
+        "pretrain.objective": opts.get("objective"),
         "pretrain.loss_positions": opts.get("loss_positions"),
         "pretrain.rollouts_per_network": opts.get("rollouts_per_network"),
     }

@@ -115,7 +115,7 @@ class PretrainLoop:
             last_eval = self._evaluate()
         try:
             while state.step < config.steps:
-                loss = self.setup.train_step(model)
+                loss = self.setup.train_step(model, state.step)
                 state.step += 1
                 self._report_loss(loss)
                 if _due(state.step, config.eval_every, config.steps):

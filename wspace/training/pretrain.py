@@ -28,6 +28,7 @@ training is exactly the single-process loop.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -114,7 +115,13 @@ def _take_rollouts(array: np.ndarray, picks: np.ndarray) -> np.ndarray:
 
 
 def encoder_context(zoo, z_dim: int, preset: str, options: dict | None = None) -> EncoderContext:
-    arch, task = zoo.architecture(), zoo.task_family()
+    """The context an encoder for ``zoo``'s networks is built from."""
+    return context_for(zoo.architecture(), zoo.task_family(), z_dim, preset, options)
+
+
+def context_for(arch: Architecture, task: TaskFamily, z_dim: int, preset: str,
+                options: dict | None = None) -> EncoderContext:
+    """The context an encoder for networks of ``arch`` on ``task`` is built from (no zoo needed)."""
     return EncoderContext(
         layout=arch.layout, symmetry=arch.symmetry, sizes=arch.sizes,
         input_size=task.input_size, output_size=task.output_size,
@@ -230,6 +237,18 @@ def training_step(model, objective, optimizer, groups: list[list[nn.Parameter]],
     return loss
 
 
+def learning_rate(config: PretrainConfig, step: int) -> float:
+    """The learning rate of training step ``step`` (from 0): a linear warm-up over
+    ``warmup_steps``, then ``lr`` held ("constant") or decayed along a half cosine that reaches 0
+    at ``steps`` ("cosine")."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr
+
+
 def trained_objective(config: PretrainConfig, task: TaskFamily) -> nn.Module:
     """The objective ``config`` trains, refused when it is for the other kind of outputs."""
     objective = plugins.objectives().get(config.objective)()
@@ -308,9 +327,12 @@ class Pretraining:
         pred = emulate(self.emulator, z, inputs)
         return self.objective(pred, targets, positions_mask(mask, self.config.loss_positions)).mean()
 
-    def train_step(self, model: nn.Module) -> torch.Tensor:
-        """One training step of this rank's share of the batch through ``model`` (``self.model()``)."""
+    def train_step(self, model: nn.Module, step: int = 0) -> torch.Tensor:
+        """Training step ``step`` (counted from 0) of this rank's share of the batch through ``model``
+        (``self.model()``), at the schedule's learning rate for that step."""
         config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
         return training_step(model, self.objective, self.optimizer, self.groups, self.train, self.ranks.local_batch,
                              self.rollouts_per_network, config.grad_clip, self.generator, self.ranks.loss_scale,
                              config.loss_positions)

@@ -82,6 +82,13 @@ class Encoder(nn.Module):
         super().__init__()
         self.context = context
 
+    def settings(self) -> dict[str, Any]:
+        """The encoder's configuration as resolved (its preset with ``context.options`` applied),
+        as plain data. Given back as the options, at any preset, it builds the same encoder: a
+        stored encoder is rebuilt from it, so a preset changed later does not change it. {} for
+        an encoder whose preset and options decide nothing."""
+        return {}
+
 
 class MechanisticEncoder(Encoder):
     kind = "mechanistic"

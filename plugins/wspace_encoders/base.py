@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,6 +61,10 @@ class WeightEncoder(MechanisticEncoder):
         self.config = self.config_class.from_options(context.preset, dict(context.options), self.name)
         self.structures = param_structures(context.layout, context.symmetry)
         self.input_scale = InputScale(self.structures) if self.config.input_scale else None
+
+    def settings(self) -> dict:
+        """The configuration this encoder was built with (its preset with the options applied)."""
+        return attrs.asdict(self.config)
 
     def embed(self, params: Params) -> torch.Tensor:
         raise NotImplementedError

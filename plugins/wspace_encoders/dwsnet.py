@@ -196,6 +196,13 @@ class DWSNet(WeightEncoder):
     role = "dwsnet"  # the paper's encoder it reproduces
     config_class = DWSNetConfig
 
+    def settings(self) -> dict:
+        """The configuration, less ``diagonal`` under the published layer (which has none)."""
+        settings = super().settings()
+        if self.config.layer == "published":
+            del settings["diagonal"]
+        return settings
+
     def __init__(self, context: EncoderContext):
         super().__init__(context)
         cfg = self.config

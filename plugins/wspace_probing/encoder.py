@@ -75,6 +75,10 @@ class ProbingEncoder(FunctionalistEncoder):
         self.core = nn.ModuleList(nn.LSTM(H, H, 1, batch_first=True) for _ in range(c.core_layers))
         self.to_z = mlp(H, c.mlp_hidden, c.mlp_layers, context.z_dim)  # the z head
 
+    def settings(self) -> dict:
+        """The sizes, length, strategy and answers this encoder was built with."""
+        return attrs.asdict(self.config)
+
     def forward(self, box: BlackBox) -> torch.Tensor:
         """(M, Z) L2-normalised representations of the M networks behind ``box``."""
         return self._probe(box, record=False, stepwise=False)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import click
 
 from wspace_core.registry import WspaceError
@@ -82,7 +83,9 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print, zoo_p
                     device: str = "cpu"):
     """(config, zoo, encoder) of a finished `wspace run`, on ``device``. The checkpoint's stored
     configuration says which encoder and zoo; it is checked like a configuration file, and the
-    zoo is looked for, never built (see ``find_zoo``)."""
+    zoo is looked for, never built (see ``find_zoo``). The configuration's encoder options are
+    the stored encoder's settings where the checkpoint has them (the supervised baseline then
+    trains the same encoder, whatever the preset says today)."""
     from wspace.config import require_device
     from wspace.experiment.encoder_file import read_encoder, restore_encoder
 
@@ -91,7 +94,8 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, echo=print, zoo_p
     stored = read_encoder(path, device)
     zoo = find_zoo(stored.config, stored.zoo_fingerprint, path, zoo_path)
     echo(f"using zoo {zoo.path}")
-    return stored.config, zoo, restore_encoder(stored, zoo)
+    config = attrs.evolve(stored.config, encoder=attrs.evolve(stored.config.encoder, options=stored.options))
+    return config, zoo, restore_encoder(stored, zoo)
 
 
 @click.command(name="predict")

@@ -1,7 +1,8 @@
 """``encoder.pt``: the pretrained encoder a run leaves in its run directory, and the one way it is
 read back. It holds plain data only (loadable with ``weights_only=True``): the encoder's and the
-emulator's weights, the encoder's name, the run configuration (its ``attrs.asdict`` as JSON) and
-the fingerprint of the zoo it learned from. `wspace run` and every child run of `wspace compare`
+emulator's weights, the encoder's name, the run configuration (its ``attrs.asdict`` as JSON), the
+encoder's resolved settings (``Encoder.settings``, JSON) and the fingerprint of the zoo it
+learned from. `wspace run` and every child run of `wspace compare`
 write one; `wspace predict` reads it, trusting nothing in it (a checkpoint is data)."""
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def save_encoder(run_dir: Path, result: PretrainResult, config: RunConfig, zoo) 
     path = Path(run_dir) / ENCODER_FILE
     torch.save({"encoder": result.encoder.state_dict(), "emulator": result.emulator.state_dict(),
                 "encoder_name": config.encoder.name, "config": json.dumps(attrs.asdict(config)),
+                # the encoder as built: rebuilt from these, a preset changed later does not change it
+                "encoder_settings": json.dumps(result.encoder.settings()),
                 "zoo_fingerprint": zoo.fingerprint},  # what `wspace predict` finds the zoo by
                path)
     return path
@@ -35,12 +38,20 @@ def save_encoder(run_dir: Path, result: PretrainResult, config: RunConfig, zoo) 
 @attrs.frozen
 class StoredEncoder:
     """An ``encoder.pt`` as read and checked: its run configuration (on the device asked for), the
-    encoder's weights, and the fingerprint of its zoo (None in files older than the fingerprint)."""
+    encoder's weights, the fingerprint of its zoo (None in files older than the fingerprint) and
+    the encoder's resolved settings (None in files older than them: the configuration's options
+    at its preset then rebuild it)."""
 
     path: Path
     config: RunConfig
     weights: dict
     zoo_fingerprint: str | None
+    settings: dict | None = None
+
+    @property
+    def options(self) -> dict:
+        """The options that rebuild the stored encoder."""
+        return self.config.encoder.options if self.settings is None else self.settings
 
 
 def read_encoder(path: Path, device: str = "cpu") -> StoredEncoder:
@@ -61,13 +72,22 @@ def read_encoder(path: Path, device: str = "cpu") -> StoredEncoder:
     except ValueError as err:
         raise WspaceError(f"{path}: the stored run configuration is damaged ({err})") from None
     config = attrs.evolve(config_from_dict(raw, f"{path} (its run configuration)"), device=device)
-    return StoredEncoder(Path(path), config, state["encoder"], fingerprint)
+    settings = None
+    if "encoder_settings" in state:
+        try:
+            settings = json.loads(state["encoder_settings"])
+        except (TypeError, ValueError) as err:
+            raise WspaceError(f"{path}: the stored encoder settings are damaged ({err})") from None
+        if not isinstance(settings, dict):
+            raise WspaceError(f"{path}: the stored encoder settings are not a table of options; the checkpoint "
+                              f"is damaged")
+    return StoredEncoder(Path(path), config, state["encoder"], fingerprint, settings)
 
 
 def restore_encoder(stored: StoredEncoder, zoo) -> Encoder:
     """The stored encoder, built for ``zoo`` and loaded with its weights, on the configuration's device."""
     config = stored.config
-    context = encoder_context(zoo, config.encoder.z_dim, config.preset, config.encoder.options)
+    context = encoder_context(zoo, config.encoder.z_dim, config.preset, stored.options)
     check_encoder_fits(config.encoder.name, context, config.device)  # the stored sizes are data too
     encoder = build_encoder(config.encoder.name, context)
     try:

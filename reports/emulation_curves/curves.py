@@ -63,13 +63,14 @@ def score(result: PretrainResult, zoo: Zoo, max_networks: int, good: float) -> d
 
 
 def curve(zoo: Zoo, encoder: str, config: PretrainConfig, steps: int, every: int, preset: str,
-          max_networks: int, good: float, seed: int = 0, echo=print) -> list[dict]:
+          max_networks: int, good: float, seed: int = 0, z_dim: int = 16, encoder_options: dict | None = None,
+          echo=print) -> list[dict]:
     points, wall = [], 0.0
     with tempfile.TemporaryDirectory() as ckpt:
         for stop in range(every, steps + 1, every):
             segment = attrs.evolve(config, steps=stop, eval_every=every, checkpoint_every=every, patience=0)
-            result = pretrain(zoo, encoder, segment, preset=preset, seed=seed, checkpoint_dir=Path(ckpt),
-                              resume=stop > every)
+            result = pretrain(zoo, encoder, segment, preset=preset, seed=seed, z_dim=z_dim,
+                              encoder_options=encoder_options, checkpoint_dir=Path(ckpt), resume=stop > every)
             wall += result.seconds
             state = load_checkpoint(Path(ckpt) / CHECKPOINT_FILE)  # the current weights, not the best
             result.encoder.load_state_dict(state["encoder"])
@@ -118,6 +119,9 @@ def main() -> None:
     ap.add_argument("--max-networks", type=int, default=60)
     ap.add_argument("--good", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0, help="pretraining seed (the scored networks do not change)")
+    ap.add_argument("--z-dim", type=int, default=16, help="the representation's size (the run's default: 16)")
+    ap.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an encoder option, as `wspace run --encoder-option` takes it (repeatable)")
     ap.add_argument("--out", required=True, help="output folder (curves.json, curves.png); with --combine, the figure")
     ap.add_argument("--combine", nargs="+", metavar="CURVES_JSON", help="plot these curves.json files together")
     args = ap.parse_args()
@@ -139,13 +143,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "curves.json"
     curves = json.loads(path.read_text()) if path.exists() else {}
+    encoder_options = key_values(tuple(args.encoder_option), "--encoder-option")
     for spec in args.setting:
         name, overrides = parse_setting(spec)
         config = PretrainConfig(**{**PRETRAIN_PRESETS[args.preset], **overrides})
+        if config.lr_schedule != "constant" and args.every != args.steps:
+            ap.error(f"setting {name!r}: a {config.lr_schedule} schedule ends at the run's last step, so "
+                     f"segments of a longer run are not the runs they stand for; pass --every {args.steps}")
         t0 = time.perf_counter()
         points = curve(zoo, args.encoder, config, args.steps, args.every, args.preset, args.max_networks, args.good,
-                       args.seed)
+                       args.seed, args.z_dim, encoder_options)
         curves[name] = {"zoo": str(args.zoo), "zoo_models": zoo.num_models, "encoder": args.encoder, "seed": args.seed,
+                        "z_dim": args.z_dim, "encoder_options": encoder_options,
                         "config": attrs.asdict(config), "points": points,
                         "total_seconds": round(time.perf_counter() - t0, 1)}
         path.write_text(json.dumps(curves, indent=1))

@@ -91,7 +91,8 @@ def test_the_committed_quick_comparison_reruns_from_its_config_file():
     assert "lstm-formal_languages-a37250ad0ad4" in (ROOT / "reports/quick_formal_languages/report.md").read_text()
     assert config.pretrain == PretrainConfig(steps=1000, emulator_hidden=96, eval_rollouts=8, objective="cross_entropy",
                                              lr=3e-3, emulator_condition="every_step", emulator_open_forget_gates=True,
-                                             patience=5)
+                                             patience=5, lr_schedule="constant", warmup_steps=0)
+    assert config.encoder.options == {"interactive_probing.answers": "raw", "noninteractive_probing.answers": "raw"}
 
 def test_overridden_zoos_are_what_they_were():
     """Overrides through `wspace run` and `wspace zoo build` give the zoo they gave before."""
@@ -248,6 +249,16 @@ def test_a_configuration_stored_before_the_schedule_fractions_keeps_its_zoo():
     assert zoo_path_for(config).name == "lstm-formal_languages-a37250ad0ad4"
     again = config_from_dict(json.loads(json.dumps(attrs.asdict(config))), "config.json")
     assert again == config  # stored again today, it reads back the same
+
+
+def test_a_configuration_stored_before_the_learning_rate_schedule_resumes_at_a_constant_rate():
+    """The quick preset decays its rate along a cosine since issue #13; a run stored before the
+    schedule existed trained at a constant rate and continues at it."""
+    stored = json.loads(json.dumps(attrs.asdict(resolve(preset="quick"))))
+    assert stored["pretrain"].pop("lr_schedule") == "cosine" and stored["pretrain"].pop("warmup_steps") == 100
+    config = config_from_dict(stored, "config.json")
+    assert (config.pretrain.lr_schedule, config.pretrain.warmup_steps) == ("constant", 0)
+    assert config.pretrain.lr == resolve(preset="quick").pretrain.lr
 
 def test_every_setting_is_logged():
     params = flatten_params(attrs.asdict(resolve(preset="smoke")))

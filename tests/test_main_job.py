@@ -13,6 +13,9 @@ from click.testing import CliRunner
 from wspace.cli import cli
 from wspace.config import config_from_dict
 from wspace.experiment.summary import emulation_sentence
+from wspace.experiment.zoos import zoo_config_for
+from wspace.training.pretrain import build_encoder, context_for
+from wspace.zoo.build import architecture_for, task_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ROOT / "reports" / "main_job"
@@ -60,6 +63,18 @@ def test_the_readme_command_is_the_measured_configuration(monkeypatch):
     measured = _measured_config()
     assert _without_machine_fields(_config_of(_readme_main_command(), monkeypatch)) == \
         _without_machine_fields(measured)
+
+
+def test_the_readme_command_builds_the_measured_encoder(monkeypatch):
+    """The encoder's own preset (sizes, probing length, what it reads of an answer) is not in the
+    run configuration; the measured run recorded it (``Encoder.settings``)."""
+    config = config_from_dict(_config_of(_readme_main_command(), monkeypatch), "the README command")
+    zoo = zoo_config_for(config)
+    task = task_for(zoo)
+    context = context_for(architecture_for(zoo, task), task, config.encoder.z_dim, config.preset,
+                          config.encoder.options)
+    measured = json.loads((MEASURED / "results.json").read_text())["encoder_result"]["encoder_settings"]
+    assert build_encoder(config.encoder.name, context).settings() == measured
 
 
 def test_a_changed_default_would_be_caught(monkeypatch):

@@ -90,8 +90,10 @@ PRESETS: dict[str, ProbingConfig] = {
     # argparse default of training_script.py, and the base its length ablations are built from;
     # the _2/_4/_8 configs are ablations: --encoder-option num_probes=8)
     "paper": ProbingConfig(core_hidden=256, core_layers=2, mlp_hidden=128, mlp_layers=1, num_probes=1),
-    # a laptop CPU in minutes
-    "quick": ProbingConfig(core_hidden=64, core_layers=1, mlp_hidden=64, mlp_layers=1, num_probes=4),
+    # a laptop CPU in minutes; log-probabilities read (a small-budget choice: with them the main
+    # job's emulation no longer depends on the seed, reports/emulation_curves "Seeds")
+    "quick": ProbingConfig(core_hidden=64, core_layers=1, mlp_hidden=64, mlp_layers=1, num_probes=4,
+                           answers="log_probs"),
     # tests and wiring checks
     "smoke": ProbingConfig(core_hidden=16, core_layers=1, mlp_hidden=16, mlp_layers=1, num_probes=2),
 }

@@ -91,7 +91,8 @@ def test_the_committed_quick_comparison_reruns_from_its_config_file():
     assert "lstm-formal_languages-a37250ad0ad4" in (ROOT / "reports/quick_formal_languages/report.md").read_text()
     assert config.pretrain == PretrainConfig(steps=1000, emulator_hidden=96, eval_rollouts=8, objective="cross_entropy",
                                              lr=3e-3, emulator_condition="every_step", emulator_open_forget_gates=True,
-                                             patience=5, lr_schedule="constant", warmup_steps=0)
+                                             patience=5, lr_schedule="constant", warmup_steps=0,
+                                             selection_metric="objective")
     assert config.encoder.options == {"interactive_probing.answers": "raw", "noninteractive_probing.answers": "raw"}
 
 def test_overridden_zoos_are_what_they_were():
@@ -256,8 +257,10 @@ def test_a_configuration_stored_before_the_learning_rate_schedule_resumes_at_a_c
     schedule existed trained at a constant rate and continues at it."""
     stored = json.loads(json.dumps(attrs.asdict(resolve(preset="quick"))))
     assert stored["pretrain"].pop("lr_schedule") == "cosine" and stored["pretrain"].pop("warmup_steps") == 100
+    assert stored["pretrain"].pop("selection_metric") == "published_total_variation"
     config = config_from_dict(stored, "config.json")
     assert (config.pretrain.lr_schedule, config.pretrain.warmup_steps) == ("constant", 0)
+    assert config.pretrain.selection_metric == "objective"  # the trained objective's
     assert config.pretrain.lr == resolve(preset="quick").pretrain.lr
 
 def test_every_setting_is_logged():

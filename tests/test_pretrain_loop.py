@@ -18,6 +18,7 @@ from wspace.training.loop import TRAIN_LOSS, BestState, LoopState
 from wspace.training.pretrain import EVAL_SPLITS, Pretraining, pretrain
 from wspace_core.hookspecs import hookimpl
 from wspace_core.objective import EmulationMetric
+from wspace_core.registry import WspaceError
 
 SMALL = dict(steps=8, batch_size=4, eval_every=3, checkpoint_every=5, eval_rollouts=4, emulator_hidden=8,
              emulator_layers=1, rollouts_per_network=2, patience=0)
@@ -176,3 +177,20 @@ def test_resume_needs_a_checkpoint_directory(zoo):
 
     with pytest.raises(WspaceError, match="checkpoint directory"):
         run(zoo, "layerwise_statistics", resume=True)
+
+
+def test_the_best_state_is_chosen_on_the_selection_metric(zoo):
+    config = dict(objective="cross_entropy", selection_metric="published_total_variation", steps=9, eval_every=1)
+    result, _ = run(zoo, "layerwise_statistics", config=config)
+    history = [(h["validation/published_total_variation"], h["step"]) for h in result.history]
+    assert (result.best_validation, result.best_step) == min(history)
+    assert (result.selection_metric, result.objective_metric) == ("published_total_variation", "cross_entropy_all_steps")
+    trained = [(h["validation/cross_entropy_all_steps"], h["step"]) for h in result.history]
+    plain, _ = run(zoo, "layerwise_statistics", config={**config, "selection_metric": "objective"})
+    assert (plain.best_validation, plain.best_step) == min(trained)  # the trained objective's, by default
+    assert plain.selection_metric == "cross_entropy_all_steps"
+
+
+def test_an_unknown_selection_metric_is_refused_with_the_choices(zoo):
+    with pytest.raises(WspaceError, match="selection_metric 'accuracy'.*published_total_variation"):
+        run(zoo, "layerwise_statistics", config=dict(objective="cross_entropy", selection_metric="accuracy"))

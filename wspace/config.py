@@ -19,7 +19,7 @@ from wspace_core.registry import WspaceError
 from wspace.presets import section_presets
 from wspace.validation import check_seed_field
 from wspace_core.validators import (
-    boolean, is_number,
+    Check, boolean, is_number,
     non_negative_int as _non_negative_int, non_negative_number as _non_negative_float, one_of as _one_of,
     positive_int as _positive_int, positive_number as _positive_float,
 )
@@ -77,6 +77,12 @@ EMULATOR_CONDITIONS = ("bos", "every_step")
 LR_SCHEDULES = ("constant", "cosine")
 
 
+#: ``PretrainConfig.selection_metric``: the trained objective's own metric
+TRAINED_OBJECTIVE = "objective"
+_metric_name = Check(lambda value: isinstance(value, str) and bool(value),
+                     "{name} must be \"objective\" or the name of an emulation metric, got {value!r}")
+
+
 @attrs.frozen
 class PretrainConfig:
     """Emulation pretraining: the emulator imitates each network on its stored rollouts.
@@ -101,6 +107,11 @@ class PretrainConfig:
     eval_every: int = attrs.field(default=100, validator=_positive_int)
     #: evaluations without improvement before stopping; 0: never stop early (the published code)
     patience: int = attrs.field(default=5, validator=_non_negative_int)
+    #: the validation metric the best state is chosen on and early stopping counts: "objective",
+    #: the trained objective's (the published code: it trains and selects on total variation), or
+    #: any metric the objective reports (``wspace list objectives``), e.g.
+    #: "published_total_variation" while training cross-entropy
+    selection_metric: str = attrs.field(default=TRAINED_OBJECTIVE, validator=_metric_name)
     checkpoint_every: int = attrs.field(default=100, validator=_positive_int)
     objective: str = "total_variation"
     #: "all": the loss averages over every rollout step (published); "masked": the task's mask
@@ -389,6 +400,8 @@ def resolve(file_values: dict | None = None, **flags: Any) -> RunConfig:
 EARLIER_PRETRAIN_CHOICES = {"loss_positions": "masked", "grad_clip_scope": "joint"}
 #: what a stored configuration without a learning-rate schedule trained with, whatever its preset
 CONSTANT_LR = {"lr_schedule": "constant", "warmup_steps": 0}
+#: ... and the metric its best state was chosen on: its trained objective's
+OBJECTIVE_SELECTION = {"selection_metric": TRAINED_OBJECTIVE}
 
 
 def with_earlier_choices(raw: dict) -> dict:
@@ -399,7 +412,8 @@ def with_earlier_choices(raw: dict) -> dict:
     one written before the encoder section was typed (``encoder`` a name, ``z_dim`` and
     ``encoder_options`` beside it) gets them as its encoder section; one written before the zoo's
     schedule fractions existed gets the paper's schedule and its family's earlier settings; one
-    written before the learning-rate schedule existed gets the constant rate it trained with."""
+    written before the learning-rate schedule or the selection metric existed gets the constant
+    rate it trained with and its best state chosen on the trained objective."""
     raw = dict(raw)
     if isinstance(raw.get("encoder"), str) or any(old in raw for old in MOVED_TO_ENCODER):
         encoder = raw.pop("encoder", None)
@@ -412,7 +426,9 @@ def with_earlier_choices(raw: dict) -> dict:
     if isinstance(pretrain, dict) and "loss_positions" not in pretrain:
         pretrain = raw["pretrain"] = {**EARLIER_PRETRAIN_CHOICES, **pretrain}
     if isinstance(pretrain, dict) and "lr_schedule" not in pretrain:
-        raw["pretrain"] = {**CONSTANT_LR, **pretrain}
+        pretrain = raw["pretrain"] = {**CONSTANT_LR, **pretrain}
+    if isinstance(pretrain, dict) and "selection_metric" not in pretrain:
+        raw["pretrain"] = {**OBJECTIVE_SELECTION, **pretrain}
     if "task_settings" in raw:
         settings = raw.pop("task_settings")
         zoo = raw.get("zoo", {})

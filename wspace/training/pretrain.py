@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wspace.config import PretrainConfig
+from wspace.config import TRAINED_OBJECTIVE, PretrainConfig
 from wspace.training import distributed
 from wspace.training.checkpoint import Checkpointer
 from wspace.training.emulation import Emulator
@@ -65,7 +65,8 @@ class PretrainResult:
     steps_done: int
     stopped_early: bool
     seconds: float
-    objective_metric: str = ""  # the key of ``metrics`` the best state was chosen on
+    objective_metric: str = ""  # the key of ``metrics`` of the trained objective
+    selection_metric: str = ""  # the key of ``metrics`` the best state was chosen on
     metric_info: dict[str, dict] = attrs.field(factory=dict)  # metric -> what it computes
 
 
@@ -295,6 +296,10 @@ class Pretraining:
         emulator = Emulator.from_config(config, train.task.input_size, train.task.output_size, z_dim).to(device_t)
         objective = trained_objective(config, train.task)
         evaluated = metric_objectives(config)
+        if config.selection_metric not in (TRAINED_OBJECTIVE, *evaluated):
+            raise WspaceError(f"selection_metric {config.selection_metric!r} is not a metric objective "
+                              f"{config.objective!r} reports; choose {TRAINED_OBJECTIVE!r} (its own) or one of "
+                              f"{', '.join(evaluated)}")
         groups = clip_groups(encoder, emulator, config.grad_clip_scope)
         optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(emulator.parameters()), lr=config.lr,
                                       weight_decay=config.weight_decay)
@@ -308,8 +313,14 @@ class Pretraining:
 
     @property
     def objective_metric(self) -> str:
-        """The metric the best state is chosen on: the trained objective's."""
+        """The trained objective's metric."""
         return next(iter(self.evaluated))
+
+    @property
+    def selection_metric(self) -> str:
+        """The metric the best state is chosen on: ``config.selection_metric``, or the trained objective's."""
+        chosen = self.config.selection_metric
+        return self.objective_metric if chosen == TRAINED_OBJECTIVE else chosen
 
     def metric_info(self) -> dict[str, dict]:
         return {name: attrs.asdict(m.metric) for name, m in self.evaluated.items()}
@@ -348,8 +359,8 @@ class Pretraining:
         return metrics
 
     def selection_loss(self, metrics: dict[str, dict[str, float]]) -> float:
-        """The figure the best state is chosen on: the trained objective on the first EVAL_SPLITS."""
-        return metrics[EVAL_SPLITS[0]][self.objective_metric]
+        """The figure the best state is chosen on: the selection metric on the first EVAL_SPLITS."""
+        return metrics[EVAL_SPLITS[0]][self.selection_metric]
 
     def weights(self) -> dict[str, dict]:
         """A copy of the encoder's and emulator's weights."""
@@ -381,5 +392,6 @@ def pretrain(zoo, encoder_name: str, config: PretrainConfig, *, z_dim: int = 16,
         encoder=setup.encoder, emulator=setup.emulator, best_step=best.step, best_validation=best.loss,
         metrics=best.metrics, history=loop.state.history, steps_done=loop.state.step,
         stopped_early=loop.stopped_early, seconds=seconds, objective_metric=setup.objective_metric,
+        selection_metric=setup.selection_metric,
         metric_info=setup.metric_info(),
     )

@@ -10,8 +10,8 @@ def result_summary(result: PretrainResult) -> dict:
     """The JSON-ready summary of a pretraining (the encoder's resolved settings, best step,
     metrics, steps done, seconds; the trained objective's metric, which metric the best state was
     chosen on, and what each metric computes)."""
-    return {"encoder_settings": result.encoder.settings(), "best_step": result.best_step, "best_validation": result.best_validation,
-            "metrics": result.metrics, "steps_done": result.steps_done,
+    return {"encoder_settings": result.encoder.settings(), "best_step": result.best_step,
+            "best_validation": result.best_validation, "metrics": result.metrics, "steps_done": result.steps_done,
             "stopped_early": result.stopped_early, "seconds": result.seconds,
             "objective_metric": result.objective_metric, "selection_metric": result.selection_metric,
             "metric_info": result.metric_info}

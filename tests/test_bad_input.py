@@ -264,6 +264,8 @@ CASES = [
          ("steps must be a positive integer, got 'many'",), toml("[pretrain]\nsteps = 'many'\n")),
     Case("toml-pretrain-lr-inf", run_args("--config", "{config}"),
          ("lr must be a positive (finite) number, got inf",), toml("[pretrain]\nlr = inf\n")),
+    Case("toml-selection-metric-unknown", run_args("--config", "{config}"),
+         ("selection_metric 'accuracy'", "published_total_variation"), toml("[pretrain]\nselection_metric = 'accuracy'\n")),
     Case("toml-zoo-not-a-table", run_args("--config", "{config}"), ("'zoo' must be a table",), toml("zoo = 3\n")),
     Case("toml-not-toml", run_args("--config", "{config}"), ("is not valid TOML",), toml("seed = = 1\n")),
     Case("toml-missing-file", run_args("--config", "{tmp}/missing.toml"), ("does not exist",)),

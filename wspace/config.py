@@ -423,12 +423,10 @@ def with_earlier_choices(raw: dict) -> dict:
                 section[new] = raw.pop(old)
         raw["encoder"] = section
     pretrain = raw.get("pretrain")
-    if isinstance(pretrain, dict) and "loss_positions" not in pretrain:
-        pretrain = raw["pretrain"] = {**EARLIER_PRETRAIN_CHOICES, **pretrain}
-    if isinstance(pretrain, dict) and "lr_schedule" not in pretrain:
-        pretrain = raw["pretrain"] = {**CONSTANT_LR, **pretrain}
-    if isinstance(pretrain, dict) and "selection_metric" not in pretrain:
-        raw["pretrain"] = {**OBJECTIVE_SELECTION, **pretrain}
+    for marker, earlier in (("loss_positions", EARLIER_PRETRAIN_CHOICES), ("lr_schedule", CONSTANT_LR),
+                            ("selection_metric", OBJECTIVE_SELECTION)):
+        if isinstance(pretrain, dict) and marker not in pretrain:
+            pretrain = raw["pretrain"] = {**earlier, **pretrain}
     if "task_settings" in raw:
         settings = raw.pop("task_settings")
         zoo = raw.get("zoo", {})

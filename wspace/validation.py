@@ -224,7 +224,7 @@ def encoder_context_for(config, zoo=None):
 
 def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None:
     """Everything about a run that can be checked before work starts: plugin names, the device,
-    the zoo settings (by working out the zoo's configuration), that each encoder (``encoders``:
+    the selection metric, the zoo settings (by working out the zoo's configuration), that each encoder (``encoders``:
     name -> its options; default the run's encoder) can be built with its options and fits in
     memory, that a pretraining batch fits, and the output folder. Seeds are checked where the
     configuration is made (``RunConfig``)."""
@@ -237,6 +237,9 @@ def check_run(config, encoders: dict[str, dict] | None = None, zoo=None) -> None
     plugins.architectures().get(config.arch)
     plugins.task_families().get(config.task)
     plugins.objectives().get(config.pretrain.objective)
+    from wspace.training.pretrain import check_selection_metric
+
+    check_selection_metric(config.pretrain)
     encoders = {config.encoder.name: config.encoder.options} if encoders is None else encoders
     for name in encoders:
         plugins.encoders().get(name)

@@ -208,6 +208,16 @@ def metric_objectives(config: PretrainConfig) -> dict[str, MetricObjective]:
     return {m.name: MetricObjective(m, registry.get(m.objective)()) for m in declared}
 
 
+def check_selection_metric(config: PretrainConfig, evaluated: dict[str, MetricObjective] | None = None) -> None:
+    """``config.selection_metric`` is "objective" or a metric the objective reports (``evaluated``:
+    ``metric_objectives(config)``), or the refusal names the choices."""
+    evaluated = metric_objectives(config) if evaluated is None else evaluated
+    if config.selection_metric not in (TRAINED_OBJECTIVE, *evaluated):
+        raise WspaceError(f"selection_metric {config.selection_metric!r} is not a metric objective "
+                          f"{config.objective!r} reports; choose {TRAINED_OBJECTIVE!r} (its own) or one of "
+                          f"{', '.join(evaluated)}")
+
+
 def clip_groups(encoder: nn.Module, emulator: nn.Module, scope: str) -> list[list[nn.Parameter]]:
     """The parameter groups whose gradient norms are clipped each on its own: encoder and emulator
     separately ("per_module", the published code), or all of them as one ("joint")."""
@@ -296,10 +306,7 @@ class Pretraining:
         emulator = Emulator.from_config(config, train.task.input_size, train.task.output_size, z_dim).to(device_t)
         objective = trained_objective(config, train.task)
         evaluated = metric_objectives(config)
-        if config.selection_metric not in (TRAINED_OBJECTIVE, *evaluated):
-            raise WspaceError(f"selection_metric {config.selection_metric!r} is not a metric objective "
-                              f"{config.objective!r} reports; choose {TRAINED_OBJECTIVE!r} (its own) or one of "
-                              f"{', '.join(evaluated)}")
+        check_selection_metric(config, evaluated)
         groups = clip_groups(encoder, emulator, config.grad_clip_scope)
         optimizer = torch.optim.AdamW(list(encoder.parameters()) + list(emulator.parameters()), lr=config.lr,
                                       weight_decay=config.weight_decay)

@@ -220,17 +220,18 @@ def test_read_only_out_dir_and_report_dir(finished, read_only_dir):
 # ---- item 12: Ctrl-C during the baseline, a diverged pretraining -----------------------------------
 
 def test_ctrl_c_during_the_baseline_promises_no_checkpoint(finished, monkeypatch):
-    import wspace.experiment.run as run_module
+    import wspace.experiment.baseline as baseline_module
 
-    real = run_module.pretrain
+    real = baseline_module.pretrain
 
     def interrupted(zoo, encoder_name, *args, **kwargs):
         if encoder_name == baseline_encoder():
             raise KeyboardInterrupt
         return real(zoo, encoder_name, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "pretrain", interrupted)
+    monkeypatch.setattr(baseline_module, "pretrain", interrupted)
     result = wspace("run", "--preset", "smoke", "--zoo-models", ZOO_MODELS, "--encoder", "layerwise_statistics",
+                    "--baseline", "before",  # in this process, where the patch reaches
                     "--seed", "11", "--out-dir", finished["out"], "--no-tracking")  # a seed whose baseline is new
     assert result.exit_code == 130, result.output
     assert "interrupted before the first pretraining checkpoint (nothing of the pretraining is saved yet)" \

@@ -75,6 +75,9 @@ LOSS_POSITIONS = ("all", "masked")
 EMULATOR_CONDITIONS = ("bos", "every_step")
 #: how the pretraining learning rate moves over the steps (``wspace.training.pretrain.learning_rate``)
 LR_SCHEDULES = ("constant", "cosine")
+#: when a run trains its no-information baseline (``wspace.experiment.baseline``): in a worker
+#: process while the encoder trains, or before the encoder
+BASELINE_SCHEDULES = ("alongside", "before")
 
 
 #: ``PretrainConfig.selection_metric``: the trained objective's own metric
@@ -239,6 +242,9 @@ class RunConfig:
     preset: str = attrs.field(default="quick", validator=_preset)
     seed: int = attrs.field(default=0, validator=check_seed_field)
     device: str = attrs.field(default="cpu", validator=check_device)
+    #: "alongside" falls back to "before" where a worker would not pay: off the CPU, under
+    #: torchrun, or with one torch thread (``wspace.experiment.baseline.runs_alongside``)
+    baseline: str = attrs.field(default="alongside", validator=_one_of(*BASELINE_SCHEDULES))
     zoo: ZooSettings = attrs.field(validator=attrs.validators.instance_of(ZooSettings))
     zoo_path: str | None = None  # an existing zoo directory to learn from instead of the preset's
     pretrain: PretrainConfig = attrs.field(validator=attrs.validators.instance_of(PretrainConfig))

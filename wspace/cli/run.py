@@ -9,7 +9,7 @@ import click
 
 from wspace.cli.options import key_values
 from wspace.cli.progress import ProgressLine
-from wspace.config import LR_SCHEDULES, load_toml, resolve
+from wspace.config import BASELINE_SCHEDULES, LR_SCHEDULES, load_toml, resolve
 from wspace_core.presets import PRESETS
 from wspace_core.registry import WspaceError
 
@@ -81,7 +81,7 @@ def config_from_options(encoder: str | None, opts: dict):
     flags = {
         "arch": arch, "task": task, "encoder": encoder, "zoo_path": opts.get("zoo_path"),
         "preset": opts.get("preset"), "seed": opts.get("seed"), "encoder.z_dim": opts.get("z_dim"),
-        "device": opts.get("device"), "out_dir": opts.get("out_dir"),
+        "device": opts.get("device"), "baseline": opts.get("baseline"), "out_dir": opts.get("out_dir"),
         "tracking_uri": opts.get("tracking_uri"), "experiment": opts.get("experiment"),
         "tracking": False if opts.get("no_tracking") else None,
         "zoo": zoo, "encoder.options": encoder_options or None,
@@ -148,6 +148,10 @@ def check_plugins(config) -> None:
                    "OUT_DIR/runs/) with the configuration stored there: pretraining goes on from its "
                    "last checkpoint and logs to the same MLflow run. Only --tracking-uri and "
                    "--no-tracking may be given with it.")
+@click.option("--baseline", type=click.Choice(BASELINE_SCHEDULES), default=None,
+              help="When the no-information baseline trains: alongside the encoder, in a second "
+                   "single-threaded process (default; on the CPU with 2+ torch threads, else before), "
+                   "or before it.")
 @run_options
 def run_command(encoder, resume_dir, **opts):
     """Build (or reuse) a zoo, pretrain an encoder by emulation, evaluate it, log one MLflow run.

@@ -19,13 +19,13 @@ from wspace.config import RunConfig, config_from_dict
 from wspace.evaluation.downstream import headline, predict_frozen, properties_of
 from wspace.evaluation.embeddings import split_embeddings, task_labels
 from wspace.evaluation.fidelity import emulation_fidelity, fidelity_summary
+from wspace.experiment.baseline import BaselineAlongside, ReadyBaseline, baseline_path, runs_alongside, train_baseline
 from wspace.experiment.context import Echo, RunContext
 from wspace.experiment.encoder_file import save_encoder
 from wspace.experiment.records import metric_keys, result_summary
 from wspace.experiment.summary import emulation_sentence
 from wspace.experiment.zoos import ensure_zoo
-from wspace.files import json_default, json_digest
-from wspace.reporting.roles import baseline_encoder
+from wspace.files import json_default
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_encoder_fits
 from wspace_core.registry import WspaceError
@@ -46,14 +46,14 @@ def run(config: RunConfig, echo: Echo = print, zoo_progress=None, pretrain_progr
     ctx.zoo = ensure_zoo(config, ctx.echo, ctx.zoo_progress)
     check_encoder(ctx)
     open_run_dir(ctx, run_dir)
-    with _interrupted_in(ctx.run_dir):
-        baseline = baseline_result(ctx)
+    with _interrupted_in(ctx.run_dir), start_baseline(ctx) as baseline:
         run_id, record = start_tracking(ctx, resuming)
         with run_id, _errors_tagged(ctx.tracker):  # the MLflow run ends FINISHED, FAILED or KILLED
             log_configuration(ctx, record)
-            result = pretrain_encoder(ctx, resuming)
+            result = pretrain_encoder(ctx, resuming, baseline.progress(ctx.pretrain_progress))
             if not ctx.dist.is_main:  # rank 0 evaluates, plots and logs; every rank returns its results
                 return ctx.shared(None)
+            baseline = baseline.result()
             ctx.tracker.log_artifact(save_encoder(ctx.run_dir, result, config, ctx.zoo))
             fidelity = plot_embeddings_and_fidelity(ctx, result)
             downstream = predict_properties(ctx, result)
@@ -80,25 +80,31 @@ def open_run_dir(ctx: RunContext, run_dir: str | Path | None) -> None:
         ctx.tracker.local_dir = ctx.run_dir  # named in the warning if the tracking store goes away
 
 
-def baseline_result(ctx: RunContext) -> dict:
-    """The no-information floor for this zoo and pretraining configuration (cached on disk)."""
+@contextmanager
+def start_baseline(ctx: RunContext):
+    """The no-information floor for this zoo and pretraining configuration: read from its cache,
+    trained now, or trained alongside the encoder (``wspace.experiment.baseline``); yields an
+    object whose ``result()`` is its summary (cached on disk once known)."""
     config = ctx.config
-    key = json_digest({"zoo": ctx.zoo.fingerprint, "pretrain": attrs.asdict(config.pretrain),
-                       "z_dim": config.encoder.z_dim, "seed": config.seed, "preset": config.preset})
-    path = Path(config.out_dir) / "baselines" / f"{key}.json"
+    path = baseline_path(config, ctx.zoo.fingerprint)
     cached = ctx.from_main(lambda: json.loads(path.read_text()) if path.exists() else None)  # all take rank 0's branch
     if cached is not None:
         ctx.echo(f"reusing the no-information baseline {path}")
-        return cached
-    ctx.echo("training the no-information baseline (z carries nothing about the network)")
-    result = pretrain(ctx.zoo, baseline_encoder(), config.pretrain, z_dim=config.encoder.z_dim, preset=config.preset,
-                      seed=config.seed, device=config.device, progress=ctx.pretrain_progress)
-    summary = result_summary(result)
-    if ctx.dist.is_main:  # scored on the networks the encoder's emulation is scored on (same rows, same draws)
-        fidelity = emulation_fidelity(result, ctx.zoo, "validation", config.device, seed=config.seed)
-        summary["emulation_fidelity"] = fidelity_summary(fidelity)
-    ctx.write_json(path, summary)
-    return summary
+        yield ReadyBaseline(cached)
+    elif runs_alongside(config, ctx.dist):
+        ctx.echo(f"training the no-information baseline (z carries nothing about the network) alongside the "
+                 f"encoder, in a worker process with 1 of the {torch.get_num_threads()} torch threads")
+        job = BaselineAlongside(ctx.zoo.path, config, lambda summary: ctx.write_json(path, summary))
+        try:
+            yield job
+        finally:
+            job.close()
+    else:
+        ctx.echo("training the no-information baseline (z carries nothing about the network)")
+        # scored by rank 0 on the networks the encoder's emulation is scored on (same rows, same draws)
+        summary = train_baseline(ctx.zoo, config, ctx.pretrain_progress, score=ctx.dist.is_main)
+        ctx.write_json(path, summary)
+        yield ReadyBaseline(summary)
 
 
 def start_tracking(ctx: RunContext, resuming: bool):
@@ -136,8 +142,9 @@ def log_configuration(ctx: RunContext, record: dict) -> None:
         ctx.write_json(ctx.run_dir / RUN_JSON, {**record, "params_logged": True})
 
 
-def pretrain_encoder(ctx: RunContext, resuming: bool) -> PretrainResult:
-    """Pretrain the encoder by emulation, from the run's last checkpoint when continuing one."""
+def pretrain_encoder(ctx: RunContext, resuming: bool, progress=None) -> PretrainResult:
+    """Pretrain the encoder by emulation, from the run's last checkpoint when continuing one;
+    ``progress`` is told of every step."""
     config, run_dir = ctx.config, ctx.run_dir
     checkpoint_found = bool(ctx.shared(resuming and (run_dir / CHECKPOINT).exists()))
     if checkpoint_found:
@@ -148,7 +155,7 @@ def pretrain_encoder(ctx: RunContext, resuming: bool) -> PretrainResult:
         ctx.zoo, config.encoder.name, config.pretrain, z_dim=config.encoder.z_dim, preset=config.preset,
         encoder_options=config.encoder.options, seed=config.seed, device=config.device,
         checkpoint_dir=run_dir, resume=checkpoint_found, log_metrics=ctx.tracker.log_metrics,
-        progress=ctx.pretrain_progress,
+        progress=progress,
     )
 
 

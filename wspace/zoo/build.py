@@ -20,7 +20,6 @@ import functools
 import multiprocessing as mp
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,6 +39,7 @@ from wspace_core.validators import non_negative_int, positive_int
 from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
+from wspace.workers import available_cores, watch_parent
 
 #: seconds between progress reports while a chunk trains
 PROGRESS_INTERVAL_S = 0.5
@@ -229,8 +229,7 @@ def default_workers(device: str) -> int:
     """Worker processes for model groups: one per CPU core (at most 8); none on an accelerator."""
     if not str(device).startswith("cpu"):
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 8))
+    return max(1, min(available_cores(), 8))
 
 
 # ---- running groups: in this process, or in worker processes -----------------------------------
@@ -269,23 +268,12 @@ class _InProcess:
 
 
 _worker: dict[str, Any] = {}
-#: how often a worker checks that the build that spawned it is still alive
-PARENT_CHECK_S = 1.0
-
-
-def _exit_when_orphaned(parent_pid: int) -> None:
-    """A worker's watchdog: its parent killed outright (SIGKILL, the OOM killer) cannot stop the
-    pool, so the worker ends itself as soon as it is re-parented; nothing it computed is kept."""
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_CHECK_S)
-    os._exit(1)
 
 
 def _worker_init(arch: Architecture, task: TaskFamily, counters, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     torch.set_num_threads(1)  # one core per process: no OpenMP barriers on tiny per-step ops
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True,
-                     name="wspace-parent-watch").start()
+    watch_parent(parent_pid)
     _worker.update(arch=arch, task=task, counters=counters)
 
 

@@ -1,0 +1,30 @@
+"""Worker processes of a wspace command (the zoo builder's pool, the baseline trained alongside
+an encoder): spawned, single-threaded, and gone when the command that spawned them is gone."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+#: how often a worker checks that the process that spawned it is still alive
+PARENT_CHECK_S = 1.0
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """The watchdog: a parent killed outright (SIGKILL, the OOM killer) cannot stop its workers,
+    so a worker ends itself as soon as it is re-parented; nothing it computed is kept."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
+def watch_parent(parent_pid: int) -> None:
+    """Start the watchdog of this worker process, whose parent is ``parent_pid``."""
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True,
+                     name="wspace-parent-watch").start()
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -4,8 +4,11 @@ an encoder): spawned, single-threaded, and gone when the command that spawned th
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
+
+import torch
 
 #: how often a worker checks that the process that spawned it is still alive
 PARENT_CHECK_S = 1.0
@@ -28,3 +31,11 @@ def watch_parent(parent_pid: int) -> None:
 def available_cores() -> int:
     """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def start_worker(parent_pid: int) -> None:
+    """What every worker process does first: Ctrl-C is left to the parent (which stops its
+    workers), one torch thread (no OpenMP barriers on tiny per-step ops), and the watchdog."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    watch_parent(parent_pid)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import signal
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +32,7 @@ from wspace.files import json_digest
 from wspace.reporting.roles import baseline_encoder
 from wspace.training.distributed import DistContext
 from wspace.training.pretrain import pretrain
-from wspace.workers import watch_parent
+from wspace.workers import start_worker
 
 Progress = Callable | None
 
@@ -88,7 +87,7 @@ class BaselineAlongside:
 
     def __init__(self, zoo_path: str | Path, config: RunConfig, save: Callable[[dict], None]):
         self.threads, self.save, self.summary = torch.get_num_threads(), save, None
-        self.pool = mp.get_context("spawn").Pool(1, initializer=_worker_init, initargs=(os.getpid(),))
+        self.pool = mp.get_context("spawn").Pool(1, initializer=start_worker, initargs=(os.getpid(),))
         self.pending = self.pool.apply_async(_worker_train, (str(zoo_path), config))
         torch.set_num_threads(self.threads - 1)
 
@@ -118,12 +117,6 @@ class BaselineAlongside:
         self.pool.terminate()
         self.pool.join()
         torch.set_num_threads(self.threads)
-
-
-def _worker_init(parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the worker
-    torch.set_num_threads(1)
-    watch_parent(parent_pid)
 
 
 def _worker_train(zoo_path: str, config: RunConfig) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,7 +38,7 @@ from wspace_core.validators import non_negative_int, positive_int
 from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
-from wspace.workers import available_cores, watch_parent
+from wspace.workers import available_cores, start_worker
 
 #: seconds between progress reports while a chunk trains
 PROGRESS_INTERVAL_S = 0.5
@@ -271,9 +270,7 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_init(arch: Architecture, task: TaskFamily, counters, parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
-    torch.set_num_threads(1)  # one core per process: no OpenMP barriers on tiny per-step ops
-    watch_parent(parent_pid)
+    start_worker(parent_pid)
     _worker.update(arch=arch, task=task, counters=counters)
 
 

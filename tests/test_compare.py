@@ -408,7 +408,8 @@ def test_ctrl_c_marks_the_parent_and_the_running_child_killed(zoo, tmp_path, mon
     uri = f"sqlite:///{tmp_path / 'interrupt.db'}"
     config = compare_module.CompareConfig(
         run=resolve(preset="smoke", out_dir=str(tmp_path / "runs"), tracking_uri=uri, experiment="ctrl-c"),
-        encoders=("layerwise_statistics",), seeds=(0, 1), report_dir=str(tmp_path / "report"))
+        encoders=("layerwise_statistics",), seeds=(0, 1), report_dir=str(tmp_path / "report"),
+        workers=1)  # in this process, where the patched pretraining runs (tests/test_compare_workers.py: workers)
     tracker = Tracker(uri, "ctrl-c")
     with pytest.raises(KeyboardInterrupt):
         compare_module.compare(config, echo=lambda message: None, tracker=tracker)

@@ -41,10 +41,13 @@ def _command_line(ctx: click.Context) -> str:
               help="Validation networks whose probing inputs are plotted (probing encoders).")
 @click.option("--permutation-networks", type=int, default=32, show_default=True,
               help="Networks in the hidden-neuron permutation table.")
+@click.option("--workers", type=int, default=None,
+              help="Child runs trained at once, each in a single-threaded worker process (default: one "
+                   "per CPU core, at most 8; 1 on a GPU). 1: one after another in this process.")
 @run_options
 @click.pass_context
 def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised, probe_networks,
-                    permutation_networks, **opts):
+                    permutation_networks, workers, **opts):
     """Compare encoders as the paper does: emulation losses (Table 2), property prediction
     pretrained vs supervised (Fig. 8), emulation fidelity (Fig. 5), embeddings (Fig. 6/7),
     probing inputs (Fig. 15) and hidden-neuron permutations (Fig. 16/17), over several seeds.
@@ -61,6 +64,9 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     from wspace.reporting.roles import baseline_encoder
     from wspace.validation import check_run, check_writable_dir
 
+    if workers is not None and workers < 1:
+        raise click.BadParameter(f"must be at least 1 (1: the runs one after another in this process), got {workers}",
+                                 param_hint="--workers")
     config = config_from_options(None, opts)
     encoders = parse_encoders(encoders_spec)
     if seeds_spec is None:
@@ -73,7 +79,8 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
     check_writable_dir(report_dir, "--out")
     compare_config = CompareConfig(run=config, encoders=encoders, seeds=seeds, report_dir=report_dir,
                                    skip_supervised=skip_supervised, probe_networks=probe_networks,
-                                   permutation_networks=permutation_networks, command=_command_line(ctx))
+                                   permutation_networks=permutation_networks, command=_command_line(ctx),
+                                   workers=workers)
     progress = Progress()
     try:
         results = compare(compare_config, echo=lambda m: click.echo(m, err=True), zoo_progress=progress.zoo,

@@ -3,10 +3,17 @@ under one parent MLflow run with a child run each; the paper's comparisons as a 
 
 For each seed and encoder: emulation pretraining (``pretrain``), then for the encoders (not the
 baseline) emulation fidelity, property prediction from the frozen z and, unless skipped, the
-supervised baseline (the same encoder trained end to end). With the first seed's encoders: the
-embedding plots, the probing inputs of the probing encoders, and the hidden-neuron permutation
-table (trained and freshly initialised encoders). Figures over seeds are means with percentile-
-bootstrap intervals (``wspace.reporting.statistics.bootstrap_ci``).
+supervised baseline (the same encoder trained end to end). On the CPU these child runs train
+``workers`` at a time, each in a spawned single-threaded worker process (``CompareConfig.workers``,
+default one per core): a small model's steps keep two threads far less busy than two processes
+keep one each. The parent process alone tracks: it opens a finished run's MLflow child run and
+logs its metrics then (on an accelerator, or with ``workers=1``, each child run trains in this
+process, logged live). What changes between the two is float rounding alone (a torch thread count
+sums in a different order); every run draws from its own seeded generators.
+
+With the first seed's encoders: the embedding plots, the probing inputs of the probing encoders,
+and the hidden-neuron permutation table (trained and freshly initialised encoders). Figures over
+seeds are means with percentile-bootstrap intervals (``wspace.reporting.statistics.bootstrap_ci``).
 
 The report directory holds report.md, results.json, runs.json (each finished child run, written
 as they finish) and plots/; it is also logged as artifacts of the parent run.
@@ -16,8 +23,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
+import os
 import platform
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -40,13 +51,14 @@ from wspace.reporting.statistics import bootstrap_ci, interval_dict
 from wspace.reporting.roles import baseline_encoder
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_seed
+from wspace.workers import available_cores, start_worker
 from wspace_core import plugins
 from wspace_core.encoder import BlackBox, FunctionalistEncoder
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 
-__all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders",
-           "parse_seeds", "rebuild_report"]
+__all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "default_workers", "encoder_options_for",
+           "parse_encoders", "parse_seeds", "rebuild_report"]
 
 
 def _names(value) -> tuple[str, ...]:
@@ -75,6 +87,22 @@ def _positive(instance, attribute, value):
         raise WspaceError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
+def _positive_or_none(instance, attribute, value):
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
+#: at most this many worker processes by default (each holds a copy of torch and the zoo's pages)
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers(device: str) -> int:
+    """Child runs at once: one per CPU core (at most 8) on the CPU; one on an accelerator."""
+    if not str(device).startswith("cpu"):
+        return 1
+    return max(1, min(available_cores(), MAX_DEFAULT_WORKERS))
+
+
 @attrs.frozen
 class CompareConfig:
     """A comparison: the run settings shared by every encoder, which encoders, which seeds."""
@@ -90,6 +118,15 @@ class CompareConfig:
     permutation_networks: int = attrs.field(default=32, validator=_positive)
     #: the command line that started it, recorded in report.md
     command: str = ""
+    #: child runs trained at once, each in a single-threaded worker process (None: ``default_workers``;
+    #: 1: one after another in this process)
+    workers: int | None = attrs.field(default=None, validator=_positive_or_none)
+
+    def resolved_workers(self) -> int:
+        """The worker processes this comparison uses: never more than it has child runs."""
+        jobs = (len(self.encoders) + 1) * len(self.seeds)
+        wanted = default_workers(self.run.device) if self.workers is None else self.workers
+        return max(1, min(wanted, jobs))
 
 
 def parse_encoders(spec: str) -> tuple[str, ...]:
@@ -148,68 +185,123 @@ class _Outcome:
     fidelity: dict | None
 
 
-def _run_one(ctx: RunContext, name: str, seed: int, config: CompareConfig, parent_id: str) -> _Outcome:
-    """One child run: pretrain ``name`` with ``seed``, evaluate it (the baseline: its chance level),
-    save its encoder.pt and log its record."""
-    is_baseline = name == baseline_encoder()
+def _child(ctx: RunContext, name: str, seed: int) -> RunContext:
+    """The context of encoder ``name``'s run with ``seed``: its options, its run directory."""
     options = encoder_options_for(name, ctx.config.encoder.options)
-    child = ctx.child(ctx.run_dir / f"{name}-seed{seed}", seed=seed,
-                      encoder=attrs.evolve(ctx.config.encoder, name=name, options=options))
-    run_cfg, tracker, zoo = child.config, child.tracker, child.zoo
-    with tracker.start_run(f"{name}-seed{seed}", parent_run_id=parent_id,
-                           tags={"arch": run_cfg.arch, "task": run_cfg.task, "encoder": name, "seed": seed,
-                                 "zoo_fingerprint": zoo.fingerprint, "preset": run_cfg.preset,
-                                 "baseline": is_baseline}) as child_id:
-        tracker.log_params(attrs.asdict(run_cfg))
-        result = pretrain(zoo, name, run_cfg.pretrain, z_dim=run_cfg.encoder.z_dim, preset=run_cfg.preset,
-                          encoder_options=options, seed=seed, device=run_cfg.device,
-                          log_metrics=tracker.log_metrics, progress=child.pretrain_progress)
-        tracker.log_metrics(metric_keys("best", result.metrics), result.best_step)
-        record = {"encoder": name, "seed": seed, "kind": "baseline" if is_baseline else result.encoder.kind,
-                  "encoder_options": options, "pretrain": result_summary(result),
-                  "mlflow_run_id": str(child_id) or None}
-        fidelity = None
-        if is_baseline:
-            _evaluate_baseline(child, result, record)
-        else:
-            fidelity = _evaluate_encoder(child, result, record, config.skip_supervised)
-        child.run_dir.mkdir(parents=True, exist_ok=True)
-        # loadable by `wspace predict --run <child run id or dir>`
-        tracker.log_artifact(save_encoder(child.run_dir, result, run_cfg, zoo))
-        tracker.log_dict(finite(record), "results.json")
+    return ctx.child(ctx.run_dir / f"{name}-seed{seed}", seed=seed,
+                     encoder=attrs.evolve(ctx.config.encoder, name=name, options=options))
+
+
+def _train(child: RunContext, skip_supervised: bool, log_metrics) -> _Outcome:
+    """Pretrain the child's encoder and evaluate it (the baseline: its chance level); nothing is
+    tracked here but the pretraining's metrics (``log_metrics``)."""
+    run_cfg, zoo = child.config, child.zoo
+    name, seed, options = run_cfg.encoder.name, run_cfg.seed, run_cfg.encoder.options
+    result = pretrain(zoo, name, run_cfg.pretrain, z_dim=run_cfg.encoder.z_dim, preset=run_cfg.preset,
+                      encoder_options=options, seed=seed, device=run_cfg.device,
+                      log_metrics=log_metrics, progress=child.pretrain_progress)
+    is_baseline = name == baseline_encoder()
+    record = {"encoder": name, "seed": seed, "kind": "baseline" if is_baseline else result.encoder.kind,
+              "encoder_options": options, "pretrain": result_summary(result), "mlflow_run_id": None}
+    fidelity = None
+    if is_baseline:
+        _evaluate_baseline(child, result, record)
+    else:
+        fidelity = _evaluate_encoder(child, result, record, skip_supervised)
     return _Outcome(record, result, fidelity)
 
 
+@contextmanager
+def _child_run(child: RunContext, parent_id: str):
+    """The child's MLflow run under the parent, its parameters logged; yields its id."""
+    run_cfg, name = child.config, child.config.encoder.name
+    with child.tracker.start_run(f"{name}-seed{run_cfg.seed}", parent_run_id=parent_id,
+                                 tags={"arch": run_cfg.arch, "task": run_cfg.task, "encoder": name,
+                                       "seed": run_cfg.seed, "zoo_fingerprint": child.zoo.fingerprint,
+                                       "preset": run_cfg.preset,
+                                       "baseline": name == baseline_encoder()}) as child_id:
+        child.tracker.log_params(attrs.asdict(run_cfg))
+        yield child_id
+
+
+def _log_outcome(child: RunContext, outcome: _Outcome, child_id: str) -> None:
+    """Into the open child run: the best state's metrics and the evaluation's, its encoder.pt
+    (loadable by `wspace predict --run <child run id or dir>`) and its record."""
+    result, record = outcome.result, outcome.record
+    record["mlflow_run_id"] = str(child_id) or None
+    metrics = metric_keys("best", result.metrics)
+    for key, prefix in (("emulation_fidelity", "fidelity"), ("downstream_frozen", "downstream_frozen"),
+                        ("downstream_supervised", "downstream_supervised")):
+        metrics.update(metric_keys(prefix, record.get(key, {})))
+    child.tracker.log_metrics(metrics, result.best_step)
+    child.run_dir.mkdir(parents=True, exist_ok=True)
+    child.tracker.log_artifact(save_encoder(child.run_dir, result, child.config, child.zoo))
+    child.tracker.log_dict(finite(record), "results.json")
+
+
+def _run_one(ctx: RunContext, name: str, seed: int, config: CompareConfig, parent_id: str) -> _Outcome:
+    """One child run in this process: its MLflow run open while it trains (metrics logged live)."""
+    child = _child(ctx, name, seed)
+    with _child_run(child, parent_id) as child_id:
+        outcome = _train(child, config.skip_supervised, child.tracker.log_metrics)
+        _log_outcome(child, outcome, child_id)
+    return outcome
+
+
+def _log_finished(ctx: RunContext, name: str, seed: int, parent_id: str, outcome: _Outcome,
+                  logged: list[tuple[dict, int]]) -> None:
+    """A run finished in a worker: its MLflow child run opened now, its pretraining metrics replayed
+    at their steps, then what ``_log_outcome`` logs."""
+    child = _child(ctx, name, seed)
+    with _child_run(child, parent_id) as child_id:
+        for metrics, step in logged:
+            child.tracker.log_metrics(metrics, step)
+        _log_outcome(child, outcome, child_id)
+
+
+def _worker_echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _train_in_worker(job: tuple[int, str, str, RunConfig, bool, str]) -> tuple[int, _Outcome, list]:
+    """A worker process's child run: the zoo opened from its path, the metrics kept to be logged
+    by the parent. Returns the job's index with the outcome."""
+    from wspace.zoo.store import Zoo
+
+    index, zoo_path, run_dir, run_cfg, skip_supervised, label = job
+    child = RunContext(run_cfg, tracker=None, echo=_worker_echo, zoo=Zoo.open(zoo_path, verify=False),
+                       run_dir=Path(run_dir))
+    logged: list[tuple[dict, int]] = []
+    _worker_echo(f"{label} started")
+    outcome = _train(child, skip_supervised, lambda metrics, step: logged.append((dict(metrics), step)))
+    return index, outcome, logged
+
+
 def _evaluate_baseline(child: RunContext, result: PretrainResult, record: dict) -> None:
-    """A head on a z that carries nothing: the chance level of every property (into ``record``, logged)."""
+    """A head on a z that carries nothing: the chance level of every property (into ``record``)."""
     run_cfg, zoo = child.config, child.zoo
-    child.echo(f"  {run_cfg.encoder.name}: property prediction (the chance level)")
+    child.echo(f"  {run_cfg.encoder.name} seed {run_cfg.seed}: property prediction (the chance level)")
     record["downstream_frozen"] = predict_frozen(result.encoder, zoo, properties_of(zoo),
                                                  run_cfg.downstream, seed=run_cfg.seed,
                                                  device=run_cfg.device)
-    child.tracker.log_metrics(metric_keys("downstream_frozen", record["downstream_frozen"]), result.best_step)
 
 
 def _evaluate_encoder(child: RunContext, result: PretrainResult, record: dict, skip_supervised: bool) -> dict:
     """Emulation fidelity, property prediction from the frozen z and, unless skipped, the
-    supervised baseline (into ``record``, logged). Returns the fidelity."""
+    supervised baseline (into ``record``). Returns the fidelity."""
     run_cfg, zoo = child.config, child.zoo
     name, seed = run_cfg.encoder.name, run_cfg.seed
     specs, dcfg = properties_of(zoo), run_cfg.downstream
-    child.echo(f"  {name}: emulation fidelity, property prediction")
+    child.echo(f"  {name} seed {seed}: emulation fidelity, property prediction")
     fidelity = emulation_fidelity(result, zoo, "validation", run_cfg.device, seed=seed)
     record["emulation_fidelity"] = fidelity_summary(fidelity)
     record["downstream_frozen"] = predict_frozen(result.encoder, zoo, specs, dcfg, seed=seed, device=run_cfg.device)
     if not skip_supervised:
-        child.echo(f"  {name}: supervised baseline (trained end to end)")
+        child.echo(f"  {name} seed {seed}: supervised baseline (trained end to end)")
         record["downstream_supervised"] = {
             spec.name: predict_supervised(name, zoo, spec, dcfg, z_dim=run_cfg.encoder.z_dim, preset=run_cfg.preset,
                                           encoder_options=run_cfg.encoder.options, seed=seed, device=run_cfg.device)
             for spec in specs}
-    metrics = metric_keys("fidelity", record["emulation_fidelity"])
-    for setting in ("downstream_frozen", "downstream_supervised"):
-        metrics.update(metric_keys(setting, record.get(setting, {})))
-    child.tracker.log_metrics(metrics, result.best_step)
     return fidelity
 
 
@@ -339,7 +431,8 @@ def compare(config: CompareConfig, echo: Echo = print, zoo_progress=None, pretra
         ctx.tracker.log_params({"compare": {"encoders": list(config.encoders), "seeds": list(config.seeds),
                                             "skip_supervised": config.skip_supervised,
                                             "probe_networks": config.probe_networks,
-                                            "permutation_networks": config.permutation_networks},
+                                            "permutation_networks": config.permutation_networks,
+                                            "workers": config.resolved_workers()},
                                 "run": attrs.asdict(run_cfg)})
         records, first = _run_all(ctx, config, parent_id, report_dir)
         echo("aggregating over seeds; figures of the first seed's encoders")
@@ -376,23 +469,57 @@ def _start(config: CompareConfig, echo: Echo, zoo_progress, pretrain_progress, t
 
 def _run_all(ctx: RunContext, config: CompareConfig, parent_id: str,
              report_dir: Path) -> tuple[list[dict], dict[str, _Outcome]]:
-    """Every encoder after the baseline, for each seed: the records (runs.json, written as each
-    run finishes) and the outcomes of the first seed's encoders."""
+    """Every encoder after the baseline, for each seed: the records in that order (runs.json,
+    written as each run finishes) and the outcomes of the first seed's encoders."""
     baseline = baseline_encoder()
-    names = [baseline, *config.encoders]
-    total = len(names) * len(config.seeds)
-    records, first, done = [], {}, 0
-    for seed in config.seeds:
-        for name in names:
-            done += 1
-            ctx.echo(f"[{done}/{total}] seed {seed}: pretraining {name} by emulation "
+    jobs = [(seed, name) for seed in config.seeds for name in (baseline, *config.encoders)]
+    workers = config.resolved_workers()
+    finished: dict[int, _Outcome] = {}
+
+    def done(index: int, outcome: _Outcome) -> None:
+        finished[index] = outcome
+        write_json_atomic(report_dir / "runs.json", [finished[i].record for i in sorted(finished)], strict=True)
+
+    if workers == 1:
+        for index, (seed, name) in enumerate(jobs):
+            ctx.echo(f"[{index + 1}/{len(jobs)}] seed {seed}: pretraining {name} by emulation "
                      f"({ctx.config.pretrain.steps} steps at most)")
-            outcome = _run_one(ctx, name, seed, config, parent_id)
-            records.append(outcome.record)
-            write_json_atomic(report_dir / "runs.json", records, strict=True)
-            if seed == config.seeds[0] and name != baseline:
-                first[name] = outcome
-    return records, first
+            done(index, _run_one(ctx, name, seed, config, parent_id))
+    else:
+        ctx.echo(f"{len(jobs)} child runs, {workers} at a time in single-threaded worker processes "
+                 f"({ctx.config.pretrain.steps} pretraining steps at most each)")
+        tasks = [_worker_task(ctx, config, jobs, index) for index in range(len(jobs))]
+        with _worker_pool(workers) as pool:  # jobs handed out in order, results as they finish
+            for index, outcome, logged in pool.imap_unordered(_train_in_worker, tasks, chunksize=1):
+                seed, name = jobs[index]
+                _log_finished(ctx, name, seed, parent_id, outcome, logged)
+                done(index, outcome)
+                ctx.echo(f"[{len(finished)}/{len(jobs)}] seed {seed}: {name} done "
+                         f"({outcome.result.seconds:.0f} s pretraining)")
+    outcomes = [finished[i] for i in range(len(jobs))]
+    first = {name: outcome for (seed, name), outcome in zip(jobs, outcomes)
+             if seed == config.seeds[0] and name != baseline}
+    return [o.record for o in outcomes], first
+
+
+def _worker_task(ctx: RunContext, config: CompareConfig, jobs: list[tuple[int, str]], index: int) -> tuple:
+    """What a worker needs for job ``index``: plain data (the zoo by its path), no callbacks."""
+    seed, name = jobs[index]
+    child = _child(ctx, name, seed)
+    return (index, str(ctx.zoo.path), str(child.run_dir), child.config, config.skip_supervised,
+            f"[{index + 1}/{len(jobs)}] seed {seed}: pretraining {name} by emulation")
+
+
+@contextmanager
+def _worker_pool(workers: int):
+    """``workers`` spawned single-threaded processes (Ctrl-C left to this one), stopped on any
+    exit: the comparison done, a worker's error raised here, Ctrl-C."""
+    pool = mp.get_context("spawn").Pool(workers, initializer=start_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _results(config: CompareConfig, zoo, records: list[dict]) -> dict:
@@ -408,6 +535,7 @@ def _results(config: CompareConfig, zoo, records: list[dict]) -> dict:
         "metric_info": records[0]["pretrain"]["metric_info"],
         "encoders": names, "kinds": {r["encoder"]: r["kind"] for r in records},
         "seeds": list(config.seeds), "skip_supervised": config.skip_supervised, "config": attrs.asdict(config),
+        "workers": config.resolved_workers(),
         "runs": records,
     }
     results.update(aggregate_runs(records, names, seed=run_cfg.seed))

@@ -95,6 +95,11 @@ def details_table(entry: Mapping) -> list[str]:
 
 # ---- the sections of report.md, in order --------------------------------------------------------
 
+
+def _workers_text(workers: int) -> str:
+    return f", {workers} child runs at a time (single-threaded worker processes)" if workers > 1 else ""
+
+
 def header_section(results: Mapping) -> list[str]:
     """Title, command, versions, the zoo, encoders and seeds, notes, the MLflow parent run."""
     z, v, seeds = results["zoo"], results["versions"], results["seeds"]
@@ -104,7 +109,7 @@ def header_section(results: Mapping) -> list[str]:
              "",
              f"Command: `{results['command']}`", "",
              f"Versions: wspace {v['wspace']}, torch {v['torch']}, Python {v['python']}; device {results['device']}. "
-             f"Wall time {results['seconds'] / 60:.1f} min.", "",
+             f"Wall time {results['seconds'] / 60:.1f} min{_workers_text(results.get('workers', 1))}.", "",
              f"Zoo: `{z['path']}` — fingerprint `{z['fingerprint']}`, {z['num_models']} networks × "
              f"{z['rows_per_model']} snapshot(s) = {z['num_rows']} rows ({splits}), "
              f"{z['num_params']} parameters per network.", "",

@@ -89,3 +89,41 @@ def test_the_readme_quotes_the_measured_run():
     assert emulation_sentence(results) in readme
     console = (MEASURED / "console.txt").read_text()
     assert emulation_sentence(results) in console
+
+
+# ---- the committed comparison (issue #13's second target) ----------------------------------------
+
+COMPARISON = ROOT / "reports" / "compare_quick"
+#: where the measured comparison wrote: paths of that machine, not settings of the comparison
+COMPARE_MACHINE_FIELDS = ("out_dir", "tracking_uri")
+
+
+def _compare_config_of(args: list[str], monkeypatch):
+    """The CompareConfig `wspace compare ARGS` hands to the comparison (which is not run)."""
+    import wspace.experiment.compare as compare_module
+
+    captured = {}
+
+    def capture(config, **_):
+        captured["config"] = config
+        raise _Stop
+
+    monkeypatch.setattr(compare_module, "compare", capture)
+    result = CliRunner().invoke(cli, args)
+    assert isinstance(result.exception, _Stop), result.output
+    return captured["config"]
+
+
+def test_the_committed_comparison_is_todays_quick_comparison(monkeypatch):
+    """reports/compare_quick ran `wspace compare --encoders all --seeds 3` (its --out, --out-dir and
+    --tracking-uri aside): today's code resolves that command to the same run settings, encoders
+    and seeds, so the README's comparison figures belong to the default comparison."""
+    stored = json.loads((COMPARISON / "results.json").read_text())
+    config = _compare_config_of(["compare", "--encoders", "all", "--seeds", "3"], monkeypatch)
+    today = json.loads(json.dumps(attrs.asdict(config)))
+    strip = lambda run: {k: v for k, v in run.items() if k not in COMPARE_MACHINE_FIELDS}  # noqa: E731
+    assert strip(today["run"]) == strip(stored["config"]["run"])
+    assert (today["encoders"], today["seeds"], today["skip_supervised"]) == (
+        stored["config"]["encoders"], stored["config"]["seeds"], stored["config"]["skip_supervised"])
+    readme = (ROOT / "README.md").read_text()
+    assert "reports/compare_quick/report.md" in readme

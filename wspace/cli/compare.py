@@ -87,7 +87,8 @@ def compare_command(ctx, encoders_spec, seeds_spec, report_dir, skip_supervised,
                           pretrain_progress=progress.pretrain)
     except KeyboardInterrupt:
         progress.close()
-        click.echo("interrupted: the MLflow parent run and the current child run are marked KILLED; the zoo "
+        click.echo("interrupted: the MLflow parent run and a child run still open are marked KILLED (runs "
+                   "training in worker processes are stopped, not logged); the zoo "
                    "keeps every committed chunk and runs.json the finished runs; run the same command "
                    "again to start the comparison over", err=True)
         raise SystemExit(130)

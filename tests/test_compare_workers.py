@@ -14,10 +14,12 @@ import torch
 from click.testing import CliRunner
 
 import wspace.experiment.compare as compare_module
+import wspace.workers as workers_module
 from test_compare import tiny_zoo
 from wspace.cli import cli
 from wspace.config import resolve
-from wspace.experiment.compare import CompareConfig, compare, default_workers
+from wspace.experiment.compare import CompareConfig, compare
+from wspace.workers import default_workers
 from wspace.tracking import Tracker
 from wspace_core.registry import WspaceError
 
@@ -140,14 +142,14 @@ def test_ctrl_c_stops_every_worker_and_marks_the_parent_killed(zoo, tmp_path, mo
 
 
 def test_how_many_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(compare_module, "available_cores", lambda: 16)
+    monkeypatch.setattr(workers_module, "available_cores", lambda: 16)
     assert default_workers("cpu") == 8 and default_workers("cuda") == 1 and default_workers("cuda:1") == 1
     run = resolve(preset="smoke", out_dir=str(tmp_path))
     one = CompareConfig(run=run, encoders=("dwsnet",), seeds=(0,))
     assert one.resolved_workers() == 2  # never more workers than child runs (dwsnet and the baseline)
     assert CompareConfig(run=run, encoders=("dwsnet", "flattened_weights"), seeds=(0, 1, 2)).resolved_workers() == 8
     assert CompareConfig(run=run, encoders=("dwsnet",), seeds=(0, 1), workers=3).resolved_workers() == 3
-    monkeypatch.setattr(compare_module, "available_cores", lambda: 1)
+    monkeypatch.setattr(workers_module, "available_cores", lambda: 1)
     assert one.resolved_workers() == 1
     for bad in (0, -2, 1.5, True):
         with pytest.raises(WspaceError, match="workers must be a positive integer"):

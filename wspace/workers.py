@@ -1,5 +1,6 @@
 """Worker processes of a wspace command (the zoo builder's pool, the baseline trained alongside
-an encoder): spawned, single-threaded, and gone when the command that spawned them is gone."""
+an encoder, the child runs of `wspace compare`): spawned, single-threaded, and gone when the
+command that spawned them is gone."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def watch_parent(parent_pid: int) -> None:
 def available_cores() -> int:
     """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+#: worker processes at most by default (each holds its own torch and pages of the zoo)
+MAX_DEFAULT_WORKERS = 8
+
+
+def default_workers(device: str) -> int:
+    """Worker processes by default: one per CPU core (at most ``MAX_DEFAULT_WORKERS``) on the
+    CPU; one on an accelerator, which runs the work itself."""
+    if not str(device).startswith("cpu"):
+        return 1
+    return max(1, min(available_cores(), MAX_DEFAULT_WORKERS))
 
 
 def start_worker(parent_pid: int) -> None:

@@ -51,14 +51,14 @@ from wspace.reporting.statistics import bootstrap_ci, interval_dict
 from wspace.reporting.roles import baseline_encoder
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_seed
-from wspace.workers import available_cores, start_worker
+from wspace.workers import default_workers, start_worker
 from wspace_core import plugins
 from wspace_core.encoder import BlackBox, FunctionalistEncoder
 from wspace_core.registry import WspaceError
 from wspace_core.task import SPLITS
 
-__all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "default_workers", "encoder_options_for",
-           "parse_encoders", "parse_seeds", "rebuild_report"]
+__all__ = ["CompareConfig", "aggregate_runs", "bootstrap_ci", "compare", "encoder_options_for", "parse_encoders",
+           "parse_seeds", "rebuild_report"]
 
 
 def _names(value) -> tuple[str, ...]:
@@ -92,17 +92,6 @@ def _positive_or_none(instance, attribute, value):
         _positive(instance, attribute, value)
 
 
-#: at most this many worker processes by default (each holds a copy of torch and the zoo's pages)
-MAX_DEFAULT_WORKERS = 8
-
-
-def default_workers(device: str) -> int:
-    """Child runs at once: one per CPU core (at most 8) on the CPU; one on an accelerator."""
-    if not str(device).startswith("cpu"):
-        return 1
-    return max(1, min(available_cores(), MAX_DEFAULT_WORKERS))
-
-
 @attrs.frozen
 class CompareConfig:
     """A comparison: the run settings shared by every encoder, which encoders, which seeds."""
@@ -118,8 +107,8 @@ class CompareConfig:
     permutation_networks: int = attrs.field(default=32, validator=_positive)
     #: the command line that started it, recorded in report.md
     command: str = ""
-    #: child runs trained at once, each in a single-threaded worker process (None: ``default_workers``;
-    #: 1: one after another in this process)
+    #: child runs trained at once, each in a single-threaded worker process (None:
+    #: ``wspace.workers.default_workers``, one per CPU core; 1: one after another in this process)
     workers: int | None = attrs.field(default=None, validator=_positive_or_none)
 
     def resolved_workers(self) -> int:

@@ -38,7 +38,7 @@ from wspace_core.validators import non_negative_int, positive_int
 from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
-from wspace.workers import available_cores, start_worker
+from wspace.workers import default_workers, start_worker
 
 #: seconds between progress reports while a chunk trains
 PROGRESS_INTERVAL_S = 0.5
@@ -222,13 +222,6 @@ def manifest_base(config: ZooConfig, arch: Architecture, task: TaskFamily) -> di
         "num_models": config.num_models,
         "metadata_columns": metadata_columns(task),
     }
-
-
-def default_workers(device: str) -> int:
-    """Worker processes for model groups: one per CPU core (at most 8); none on an accelerator."""
-    if not str(device).startswith("cpu"):
-        return 1
-    return max(1, min(available_cores(), 8))
 
 
 # ---- running groups: in this process, or in worker processes -----------------------------------

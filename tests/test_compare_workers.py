@@ -108,7 +108,7 @@ def test_a_worker_error_is_raised_here_and_stops_every_worker(zoo, tmp_path, mon
     monkeypatch.setattr(compare_module, "ensure_zoo", lambda config, echo, progress=None: zoo)
     # a setting only the worker's pretraining refuses (compare's own checks are skipped here)
     cfg = config(tmp_path, "error", 2, **{"encoder.options": {"layerwise_statistics.hidden": 0}})
-    with pytest.raises(WspaceError, match="layerwise_statistics': bad option value"):
+    with pytest.raises(WspaceError, match="layerwise_statistics': bad option 'hidden': expected a positive integer, got 0"):
         compare(cfg, echo=lambda m: None, tracker=Tracker(cfg.run.tracking_uri, cfg.run.experiment))
     assert mp.active_children() == []
     client = MlflowClient(tracking_uri=cfg.run.tracking_uri)

@@ -262,7 +262,7 @@ def test_unknown_or_bad_option_fails_with_the_valid_ones(name):
         _encoder(name, arch, hiden=256)
     assert name in str(info.value)
     field = {"dwsnet": "channels", "parameter_transformer": "width"}.get(name, "hidden")
-    with pytest.raises(WspaceError, match="positive integer"):
+    with pytest.raises(WspaceError, match=f"encoder '{name}': bad option '{field}': expected a positive integer"):
         _encoder(name, arch, **{field: -3})
 
 

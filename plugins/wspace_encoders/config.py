@@ -77,7 +77,18 @@ class PresetConfig:
         try:
             return attrs.evolve(base, **options)
         except WspaceError as error:
-            raise WspaceError(f"encoder {encoder!r}: bad option value: {error}") from None
+            named = [key for key in options if not _accepts(base, key, options[key])]
+            which = f"option {named[0]!r}" if len(named) == 1 else "option value"  # else: they clash together
+            raise WspaceError(f"encoder {encoder!r}: bad {which}: {error}") from None
+
+
+def _accepts(config, key: str, value: Any) -> bool:
+    """Whether ``config`` takes ``key=value`` alone."""
+    try:
+        attrs.evolve(config, **{key: value})
+    except WspaceError:
+        return False
+    return True
 
 
 @attrs.frozen

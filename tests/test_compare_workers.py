@@ -141,6 +141,28 @@ def test_ctrl_c_stops_every_worker_and_marks_the_parent_killed(zoo, tmp_path, mo
     assert not (tmp_path / "ctrl-c" / "report" / "report.md").exists()
 
 
+def test_a_worker_killed_outright_is_an_error_not_a_wait_forever(zoo, tmp_path, monkeypatch):
+    """multiprocessing.Pool replaces a worker killed by SIGKILL (the OOM killer) and would wait for
+    its run's result forever; the comparison says which run was lost instead."""
+    import os
+    import signal
+
+    monkeypatch.setattr(compare_module, "ensure_zoo", lambda config, echo, progress=None: zoo)
+    real = compare_module._log_finished
+
+    def kill_the_workers(*args, **kwargs):  # the first run finished: the workers' next runs die
+        real(*args, **kwargs)
+        for child in mp.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(compare_module, "_log_finished", kill_the_workers)
+    cfg = config(tmp_path, "killed", 2)
+    with pytest.raises(WspaceError, match=r"seed \d: pretraining .* its worker process ended without a result"):
+        compare(cfg, echo=lambda m: None, tracker=Tracker(cfg.run.tracking_uri, cfg.run.experiment))
+    assert mp.active_children() == []
+    assert not (tmp_path / "killed" / "report" / "report.md").exists()
+
+
 def test_how_many_workers(tmp_path, monkeypatch):
     monkeypatch.setattr(workers_module, "available_cores", lambda: 16)
     assert default_workers("cpu") == 8 and default_workers("cuda") == 1 and default_workers("cuda:1") == 1

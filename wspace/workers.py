@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from typing import Iterable
 
 import torch
 
@@ -52,3 +53,34 @@ def start_worker(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     watch_parent(parent_pid)
+
+
+class TaskPids:
+    """Which process runs each task of a worker pool. A worker killed outright (SIGKILL, the OOM
+    killer) loses its task, and ``multiprocessing.Pool`` replaces the worker and waits for that
+    task's result forever; with this, the parent sees it: a worker writes its pid when it starts
+    task ``i`` (``started``) and 0 when it is done, and ``lost`` names the tasks whose process is
+    gone. Share it with the workers through the pool's initializer arguments."""
+
+    def __init__(self, context, tasks: int):
+        self.pids = context.Array("q", tasks, lock=False)
+
+    def started(self, index: int) -> None:
+        self.pids[index] = os.getpid()
+
+    def done(self, index: int) -> None:
+        self.pids[index] = 0
+
+    def lost(self, pending: Iterable[int]) -> list[int]:
+        """The tasks among ``pending`` whose process has ended without finishing them."""
+        return [i for i in pending if self.pids[i] and not _alive(self.pids[i])]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user took the number: ours is gone
+        return False
+    return True

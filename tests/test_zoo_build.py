@@ -179,6 +179,34 @@ def test_resume_after_interruption_equals_uninterrupted_build(fake_family, tmp_p
         assert _arrays(resumed.path)[name].tobytes() == _arrays(full.path)[name].tobytes(), name
 
 
+def test_a_worker_killed_outright_is_an_error_and_resume_finishes(fake_family, tmp_path, monkeypatch):
+    """multiprocessing.Pool replaces a worker killed by SIGKILL (the OOM killer) and would wait for
+    its group forever; the build says so instead, keeps the committed chunks, and --resume ends
+    in the zoo an uninterrupted build gives."""
+    import multiprocessing as mp
+    import os
+    import signal
+
+    import wspace.zoo.build as build_module
+
+    monkeypatch.setattr(build_module, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(build_module, "WORKER_CHECK_S", 0.2)
+    config, run = _config(steps=400), dict(workers=2, group_size=1)
+
+    def kill_the_workers_in_the_second_chunk(p: BuildProgress):
+        if p.chunks_done == 1 and p.model_steps_done > p.model_steps_total // 2:
+            for child in mp.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+
+    with pytest.raises(WspaceError, match="worker process training models .* ended without a result.*--resume"):
+        build_zoo(config, tmp_path / "killed", progress=kill_the_workers_in_the_second_chunk, **run)
+    assert mp.active_children() == []
+    resumed = build_zoo(config, tmp_path / "killed", resume=True, **run)
+    full = build_zoo(config, tmp_path / "full", workers=1)
+    for name in ARRAYS:
+        assert _arrays(resumed.path)[name].tobytes() == _arrays(full.path)[name].tobytes(), name
+
+
 def _manifest_of(path: Path) -> dict:
     import json
 

@@ -38,10 +38,12 @@ from wspace_core.validators import non_negative_int, positive_int
 from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
-from wspace.workers import default_workers, start_worker
+from wspace.workers import TaskPids, default_workers, start_worker
 
 #: seconds between progress reports while a chunk trains
 PROGRESS_INTERVAL_S = 0.5
+#: seconds between checks that no worker process was killed while its group trained
+WORKER_CHECK_S = 1.0
 #: models per batched group on CPU: small enough that a step's tensors stay in cache (measured
 #: fastest per core among 8, 16, 32, 64 for the 2-layer hidden-32 LSTM; benchmarks/zoo_build.py)
 CPU_GROUP_SIZE = 16
@@ -262,9 +264,9 @@ class _InProcess:
 _worker: dict[str, Any] = {}
 
 
-def _worker_init(arch: Architecture, task: TaskFamily, counters, parent_pid: int) -> None:
+def _worker_init(arch: Architecture, task: TaskFamily, counters, pids: TaskPids, parent_pid: int) -> None:
     start_worker(parent_pid)
-    _worker.update(arch=arch, task=task, counters=counters)
+    _worker.update(arch=arch, task=task, counters=counters, pids=pids)
 
 
 def _worker_train(index: int, spec: GroupSpec) -> Snapshots:
@@ -273,7 +275,10 @@ def _worker_train(index: int, spec: GroupSpec) -> Snapshots:
     def tick(steps: int) -> None:
         counters[index] = steps * k
 
-    return train_group(_worker["arch"], _worker["task"], spec, tick)
+    _worker["pids"].started(index)
+    snapshots = train_group(_worker["arch"], _worker["task"], spec, tick)
+    _worker["pids"].done(index)
+    return snapshots
 
 
 class _ProcessPool:
@@ -284,19 +289,33 @@ class _ProcessPool:
     def __init__(self, arch: Architecture, task: TaskFamily, workers: int, max_groups: int):
         ctx = mp.get_context("spawn")
         self.counters = ctx.Array("q", max_groups, lock=False)
+        self.pids = TaskPids(ctx, max_groups)  # a worker killed outright: an error, not a wait forever
         self.pool = ctx.Pool(workers, initializer=_worker_init,
-                             initargs=(arch, task, self.counters, os.getpid()))
+                             initargs=(arch, task, self.counters, self.pids, os.getpid()))
 
     def run(self, specs: list[GroupSpec], on_steps: Callable[[int], None]) -> list[Snapshots]:
         for i in range(len(specs)):
             self.counters[i] = 0
+            self.pids.done(i)
         pending = [self.pool.apply_async(_worker_train, (i, spec)) for i, spec in enumerate(specs)]
         reported, last = -1, time.perf_counter()
+        suspects: set[int] = set()
+        checked = last
         while not all(r.ready() for r in pending):
             time.sleep(0.05)
             for r in pending:
                 if r.ready() and not r.successful():
                     r.get()  # raises the worker's exception here
+            if time.perf_counter() - checked >= WORKER_CHECK_S:  # a loss is confirmed on a second check
+                checked = time.perf_counter()
+                lost = set(self.pids.lost(i for i, r in enumerate(pending) if not r.ready()))
+                if lost & suspects:
+                    models = specs[min(lost & suspects)].models
+                    raise WspaceError(
+                        f"the worker process training models {models[0]}–{models[-1]} ended without a result "
+                        f"(killed, or out of memory?); this chunk was not committed, the committed ones stay: "
+                        f"rerun with --resume to finish (with fewer workers if memory is short)")
+                suspects = lost
             done = sum(self.counters[i] for i in range(len(specs)))
             if done != reported and time.perf_counter() - last >= PROGRESS_INTERVAL_S:
                 reported, last = done, time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import time
 
 import attrs
 import pytest
@@ -97,6 +98,25 @@ def test_a_worker_error_is_raised_in_the_parent_and_nothing_is_saved(tmp_path, t
     assert torch.get_num_threads() == 1  # one thread left to the encoder while the worker runs
     try:
         with pytest.raises(WspaceError, match="no_zoo_here"):
+            job.result()
+    finally:
+        job.close()
+    assert saved == [] and torch.get_num_threads() == 2 and not mp.active_children()
+
+
+def test_a_worker_killed_outright_is_an_error_not_a_wait_forever(smoke, two_threads):
+    import os
+    import signal
+
+    config, zoo = smoke
+    saved = []
+    job = BaselineAlongside(zoo.path, attrs.evolve(config, pretrain=attrs.evolve(config.pretrain, steps=10**6)),
+                            saved.append)
+    try:
+        while not job.pids.pids[0]:  # the worker has started the baseline
+            time.sleep(0.05)
+        os.kill(job.pids.pids[0], signal.SIGKILL)  # the OOM killer
+        with pytest.raises(WspaceError, match="baseline's worker process ended without a result"):
             job.result()
     finally:
         job.close()

@@ -47,12 +47,22 @@ def default_workers(device: str) -> int:
     return max(1, min(available_cores(), MAX_DEFAULT_WORKERS))
 
 
-def start_worker(parent_pid: int) -> None:
+#: seconds between the parent's checks that no worker was killed while its task ran
+LOST_CHECK_S = 1.0
+
+#: this worker process's task table (``start_worker``); None in a parent
+task_pids: "TaskPids | None" = None
+
+
+def start_worker(parent_pid: int, pids: "TaskPids | None" = None) -> None:
     """What every worker process does first: Ctrl-C is left to the parent (which stops its
-    workers), one torch thread (no OpenMP barriers on tiny per-step ops), and the watchdog."""
+    workers), one torch thread (no OpenMP barriers on tiny per-step ops), the watchdog, and
+    the pool's task table (``task_pids``) when it has one."""
+    global task_pids
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     watch_parent(parent_pid)
+    task_pids = pids
 
 
 class TaskPids:
@@ -64,6 +74,7 @@ class TaskPids:
 
     def __init__(self, context, tasks: int):
         self.pids = context.Array("q", tasks, lock=False)
+        self.suspects: set[int] = set()  # the parent's: lost at the last check
 
     def started(self, index: int) -> None:
         self.pids[index] = os.getpid()
@@ -74,6 +85,13 @@ class TaskPids:
     def lost(self, pending: Iterable[int]) -> list[int]:
         """The tasks among ``pending`` whose process has ended without finishing them."""
         return [i for i in pending if self.pids[i] and not _alive(self.pids[i])]
+
+    def check(self, pending: Iterable[int]) -> int | None:
+        """A task among ``pending`` lost at this check and the one before (a result still on its
+        way to the parent is not taken for a loss), or None. Call it every ``LOST_CHECK_S``."""
+        lost = set(self.lost(pending))
+        confirmed, self.suspects = lost & self.suspects, lost
+        return min(confirmed) if confirmed else None
 
 
 def _alive(pid: int) -> bool:

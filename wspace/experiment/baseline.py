@@ -32,7 +32,9 @@ from wspace.files import json_digest
 from wspace.reporting.roles import baseline_encoder
 from wspace.training.distributed import DistContext
 from wspace.training.pretrain import pretrain
-from wspace.workers import start_worker
+import wspace.workers as workers_module
+from wspace.workers import LOST_CHECK_S, TaskPids, start_worker
+from wspace_core.registry import WspaceError
 
 Progress = Callable | None
 
@@ -87,7 +89,9 @@ class BaselineAlongside:
 
     def __init__(self, zoo_path: str | Path, config: RunConfig, save: Callable[[dict], None]):
         self.threads, self.save, self.summary = torch.get_num_threads(), save, None
-        self.pool = mp.get_context("spawn").Pool(1, initializer=start_worker, initargs=(os.getpid(),))
+        context = mp.get_context("spawn")
+        self.pids = TaskPids(context, 1)  # the worker killed outright: an error, not a wait forever
+        self.pool = context.Pool(1, initializer=start_worker, initargs=(os.getpid(), self.pids))
         self.pending = self.pool.apply_async(_worker_train, (str(zoo_path), config))
         torch.set_num_threads(self.threads - 1)
 
@@ -108,10 +112,21 @@ class BaselineAlongside:
     def result(self) -> dict:
         """The worker's summary (its error raised here), saved once."""
         if self.summary is None:
-            self.summary = self.pending.get()
+            self.summary = self._wait()
             self._take_back_thread()
             self.save(self.summary)
         return self.summary
+
+    def _wait(self) -> dict:
+        """The worker's summary once it comes; its process killed outright is an error, not a wait forever."""
+        while True:
+            try:
+                return self.pending.get(timeout=LOST_CHECK_S)
+            except mp.TimeoutError:
+                if self.pids.check([0]) is not None:
+                    raise WspaceError("the no-information baseline's worker process ended without a result "
+                                      "(killed, or out of memory?); nothing of it was kept. Run again, or with "
+                                      "--baseline before") from None
 
     def close(self) -> None:
         self.pool.terminate()
@@ -122,4 +137,7 @@ class BaselineAlongside:
 def _worker_train(zoo_path: str, config: RunConfig) -> dict:
     from wspace.zoo.store import Zoo
 
-    return train_baseline(Zoo.open(zoo_path, verify=False), config)
+    workers_module.task_pids.started(0)
+    summary = train_baseline(Zoo.open(zoo_path, verify=False), config)
+    workers_module.task_pids.done(0)
+    return summary

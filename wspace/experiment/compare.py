@@ -51,7 +51,8 @@ from wspace.reporting.statistics import bootstrap_ci, interval_dict
 from wspace.reporting.roles import baseline_encoder
 from wspace.training.pretrain import PretrainResult, build_encoder, encoder_context, pretrain
 from wspace.validation import check_seed
-from wspace.workers import TaskPids, default_workers, start_worker
+import wspace.workers as workers_module
+from wspace.workers import LOST_CHECK_S, TaskPids, default_workers, start_worker
 from wspace_core import plugins
 from wspace_core.encoder import BlackBox, FunctionalistEncoder
 from wspace_core.registry import WspaceError
@@ -252,29 +253,19 @@ def _worker_echo(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-#: the task table of this worker process (``_start_compare_worker``)
-_task_pids: TaskPids | None = None
-
-
-def _start_compare_worker(parent_pid: int, pids: TaskPids) -> None:
-    global _task_pids
-    start_worker(parent_pid)
-    _task_pids = pids
-
-
 def _train_in_worker(job: tuple[int, str, str, RunConfig, bool, str]) -> tuple[int, _Outcome, list]:
     """A worker process's child run: the zoo opened from its path, the metrics kept to be logged
     by the parent. Returns the job's index with the outcome."""
     from wspace.zoo.store import Zoo
 
     index, zoo_path, run_dir, run_cfg, skip_supervised, label = job
-    _task_pids.started(index)
+    workers_module.task_pids.started(index)
     child = RunContext(run_cfg, tracker=None, echo=_worker_echo, zoo=Zoo.open(zoo_path, verify=False),
                        run_dir=Path(run_dir))
     logged: list[tuple[dict, int]] = []
     _worker_echo(f"{label} started")
     outcome = _train(child, skip_supervised, lambda metrics, step: logged.append((dict(metrics), step)))
-    _task_pids.done(index)
+    workers_module.task_pids.done(index)
     return index, outcome, logged
 
 
@@ -512,10 +503,6 @@ def _worker_task(ctx: RunContext, config: CompareConfig, jobs: list[tuple[int, s
             f"[{index + 1}/{len(jobs)}] seed {seed}: pretraining {name} by emulation")
 
 
-#: seconds between checks that no worker was killed while its run trained
-WORKER_CHECK_S = 1.0
-
-
 @contextmanager
 def _worker_pool(workers: int, tasks: int):
     """``workers`` spawned single-threaded processes (Ctrl-C left to this one) and the table of
@@ -523,7 +510,7 @@ def _worker_pool(workers: int, tasks: int):
     here, Ctrl-C."""
     context = mp.get_context("spawn")
     pids = TaskPids(context, tasks)
-    pool = context.Pool(workers, initializer=_start_compare_worker, initargs=(os.getpid(), pids))
+    pool = context.Pool(workers, initializer=start_worker, initargs=(os.getpid(), pids))
     try:
         yield pool, pids
     finally:
@@ -533,22 +520,17 @@ def _worker_pool(workers: int, tasks: int):
 
 def _as_they_finish(results, pids: TaskPids, tasks: list[tuple], finished: dict):
     """The workers' results as they come; a run whose worker process died without one (killed
-    outright: the OOM killer, SIGKILL) is an error here, not a wait forever. A loss is confirmed
-    on a second check, so that a result still on its way is not taken for one."""
-    suspects: set[int] = set()
+    outright: the OOM killer, SIGKILL) is an error here, not a wait forever."""
     while len(finished) < len(tasks):
         try:
-            item = results.next(timeout=WORKER_CHECK_S)
+            item = results.next(timeout=LOST_CHECK_S)
         except mp.TimeoutError:
-            lost = set(pids.lost(i for i in range(len(tasks)) if i not in finished))
-            if lost & suspects:
-                label = tasks[min(lost & suspects)][-1]
-                raise WspaceError(f"{label}: its worker process ended without a result (killed, or out of "
-                                  f"memory?); nothing of that run was kept. Run again, with fewer --workers if "
-                                  f"memory is short") from None
-            suspects = lost
+            lost = pids.check(i for i in range(len(tasks)) if i not in finished)
+            if lost is not None:
+                raise WspaceError(f"{tasks[lost][-1]}: its worker process ended without a result (killed, or "
+                                  f"out of memory?); nothing of that run was kept. Run again, with fewer --workers "
+                                  f"if memory is short") from None
             continue
-        suspects.clear()
         yield item
 
 

@@ -38,12 +38,13 @@ from wspace_core.validators import non_negative_int, positive_int
 from wspace.zoo.manifest import metadata_columns
 from wspace.zoo.store import Zoo, ZooWriter
 from wspace.zoo.train import GroupSpec, Snapshots, derive_seed, split_groups, train_group
-from wspace.workers import TaskPids, default_workers, start_worker
+import wspace.workers as workers_module
+from wspace.workers import LOST_CHECK_S, TaskPids, default_workers, start_worker
 
 #: seconds between progress reports while a chunk trains
 PROGRESS_INTERVAL_S = 0.5
 #: seconds between checks that no worker process was killed while its group trained
-WORKER_CHECK_S = 1.0
+WORKER_CHECK_S = LOST_CHECK_S
 #: models per batched group on CPU: small enough that a step's tensors stay in cache (measured
 #: fastest per core among 8, 16, 32, 64 for the 2-layer hidden-32 LSTM; benchmarks/zoo_build.py)
 CPU_GROUP_SIZE = 16
@@ -265,8 +266,8 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_init(arch: Architecture, task: TaskFamily, counters, pids: TaskPids, parent_pid: int) -> None:
-    start_worker(parent_pid)
-    _worker.update(arch=arch, task=task, counters=counters, pids=pids)
+    start_worker(parent_pid, pids)
+    _worker.update(arch=arch, task=task, counters=counters)
 
 
 def _worker_train(index: int, spec: GroupSpec) -> Snapshots:
@@ -275,9 +276,9 @@ def _worker_train(index: int, spec: GroupSpec) -> Snapshots:
     def tick(steps: int) -> None:
         counters[index] = steps * k
 
-    _worker["pids"].started(index)
+    workers_module.task_pids.started(index)
     snapshots = train_group(_worker["arch"], _worker["task"], spec, tick)
-    _worker["pids"].done(index)
+    workers_module.task_pids.done(index)
     return snapshots
 
 
@@ -299,23 +300,21 @@ class _ProcessPool:
             self.pids.done(i)
         pending = [self.pool.apply_async(_worker_train, (i, spec)) for i, spec in enumerate(specs)]
         reported, last = -1, time.perf_counter()
-        suspects: set[int] = set()
-        checked = last
+        self.pids.suspects, checked = set(), last
         while not all(r.ready() for r in pending):
             time.sleep(0.05)
             for r in pending:
                 if r.ready() and not r.successful():
                     r.get()  # raises the worker's exception here
-            if time.perf_counter() - checked >= WORKER_CHECK_S:  # a loss is confirmed on a second check
+            if time.perf_counter() - checked >= WORKER_CHECK_S:
                 checked = time.perf_counter()
-                lost = set(self.pids.lost(i for i, r in enumerate(pending) if not r.ready()))
-                if lost & suspects:
-                    models = specs[min(lost & suspects)].models
+                lost = self.pids.check(i for i, r in enumerate(pending) if not r.ready())
+                if lost is not None:
+                    models = specs[lost].models
                     raise WspaceError(
                         f"the worker process training models {models[0]}–{models[-1]} ended without a result "
                         f"(killed, or out of memory?); this chunk was not committed, the committed ones stay: "
                         f"rerun with --resume to finish (with fewer workers if memory is short)")
-                suspects = lost
             done = sum(self.counters[i] for i in range(len(specs)))
             if done != reported and time.perf_counter() - last >= PROGRESS_INTERVAL_S:
                 reported, last = done, time.perf_counter()
